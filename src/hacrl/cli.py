@@ -1,0 +1,181 @@
+"""`hacrl` command line: train, demo, eval, zoo (and compare, where available).
+
+Errors a user can fix (bad config, missing model directory, mismatched checkpoint) print one clear line
+and exit with status 2; a stack trace is reserved for bugs (set HACRL_DEBUG=1 to see it anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib import resources
+
+from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
+
+logger = logging.getLogger("hacrl")
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hacrl.models.loading import AgentLoadError
+    from hacrl.tasks.base import RewardFunctionError
+    from hacrl.trainer import ResumeError
+    from hacrl.workers import NonFiniteUpdateError
+
+    return (*USER_ERRORS, AgentLoadError, ResumeError, NonFiniteUpdateError, RewardFunctionError)
+
+
+def demo_config_dict() -> dict:
+    import yaml
+
+    text = resources.files("hacrl").joinpath("configs/demo.yaml").read_text()
+    return dict(yaml.safe_load(text))
+
+
+def _run_training(cfg: RunConfig, resume: bool | str) -> int:
+    from hacrl.trainer import Trainer
+
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        summary = trainer.run()
+    finally:
+        trainer.close()
+    print()
+    print(f"{cfg.algorithm.name} on {', '.join(summary.agents)}: {summary.steps} steps in "
+          f"{summary.wall_seconds:.0f} s (held-out greedy accuracy, {len(trainer.eval_problems)} problems)")
+    print(summary.table())
+    for name in summary.agents:
+        t = summary.totals[name]
+        steps = max(summary.steps, 1)
+        print(f"  {name}: {t['sample_seconds'] / steps:.2f} s/step sampling, "
+              f"{t['train_seconds'] / steps:.2f} s/step training")
+    print(f"metrics: {trainer.out / 'metrics.jsonl'}  checkpoints: {trainer.out / 'checkpoints'}")
+    if summary.stopped_early:
+        print("stopped early on a signal; resume with --resume")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)
+    return _run_training(cfg, args.resume)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    data = apply_overrides(demo_config_dict(), list(args.set))
+    if args.steps is not None:
+        data.setdefault("training", {})["steps"] = args.steps
+    if args.out is not None:
+        data["output_dir"] = args.out
+    cfg = config_from_dict(data)
+    print(f"hacrl demo: {cfg.algorithm.name} with {', '.join(f'{a.name} ({a.model})' for a in cfg.agents)}; "
+          f"{cfg.training.steps} steps (first run also builds the zoo agents, cached afterwards)")
+    return _run_training(cfg, args.resume)
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from hacrl.models import zoo
+    from hacrl.tracking import format_table
+
+    if args.action == "list":
+        rows = zoo.list_recipes(include_tests=args.all)
+        headers = list(rows[0]) if rows else []
+        print(format_table(headers, [list(r.values()) for r in rows]))
+        print("\npairs: " + "; ".join(f"{k}: {' + '.join(v)}" for k, v in zoo.PAIRS.items()))
+        return 0
+    names = args.names or (list(zoo.RECIPES) if args.all else [])
+    if not names:
+        raise ConfigError("zoo build: name one or more recipes, or pass --all (see `hacrl zoo list`)")
+    for name in names:
+        path = zoo.build(name, force=args.force)
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hacrl.evaluation import run_eval_command
+
+    return run_eval_command(args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hacrl.compare import run_compare_command
+
+    return run_compare_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hacrl", description="Heterogeneous Agent Collaborative RL (HACPO)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train agents from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. training.steps=10 or agents.0.lr=1e-4")
+    p.add_argument("--resume", nargs="?", const="latest", default=False,
+                   help="resume from the latest complete checkpoint in output_dir (or from the given one)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="build the built-in agent pair and train it with HACPO (~5 min on 2 cores)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--out", default=None, help="output directory (default runs/demo)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", nargs="?", const="latest", default=False)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("zoo", help="the built-in tiny heterogeneous agents")
+    p.add_argument("action", choices=["list", "build"])
+    p.add_argument("names", nargs="*")
+    p.add_argument("--all", action="store_true", help="list test recipes too / build every recipe")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("eval", help="evaluate agents (greedy / sampled) on a task or benchmarks")
+    p.add_argument("--agent", action="append", required=True, metavar="PATH_OR_ZOO",
+                   help="a local HF model directory or zoo:RECIPE (repeatable)")
+    p.add_argument("--task", default="arithmetic", help="arithmetic, or math with --benchmarks")
+    p.add_argument("--benchmarks", default=None, help="comma-separated benchmark names (math task)")
+    p.add_argument("--data-dir", default=None, help="directory holding the benchmark files")
+    p.add_argument("--k", type=int, default=1, help="samples per problem (k > 1 samples at --temperature)")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each split/benchmark")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory for results.json and results.md")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="HACPO against the baselines over seeds (Table 1 in miniature)")
+    p.add_argument("config")
+    p.add_argument("--algorithms", default="hacpo,gspo,gspo_x2,grpo,naive")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except _user_errors() as exc:
+        if os.environ.get("HACRL_DEBUG"):
+            raise
+        print(f"hacrl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hacrl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,297 @@
+"""Typed run configuration, loaded from YAML and validated field by field.
+
+Every error names the dotted field path and what is allowed (`training.steps: expected an integer >= 1,
+got 'ten'`), unknown keys are refused with the closest valid name, and `--set a.b=value` overrides are
+parsed as YAML scalars and validated the same way. Names follow TRL's GRPOConfig where the meaning is
+the same (`num_generations`, `beta`, `epsilon` via eps_low/eps_high, `loss_type`, `temperature`, `top_p`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from hacrl.algorithms.losses import GRPO_LOSS_TYPES
+from hacrl.algorithms.presets import PRESETS
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field."""
+
+
+@dataclass
+class AgentConfig:
+    """One agent: a local Hugging Face directory or `zoo:RECIPE`, and its own optimiser settings."""
+
+    name: str
+    model: str
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    device: str = "cpu"
+    dtype: str = "auto"
+    prompt_template: str | None = None
+    use_chat_template: bool | None = None
+    system_prompt: str | None = None
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    num_generations: int | None = None  # per-agent G_j (HACPO.md §9); None = training.num_generations
+    threads: int | None = None  # torch threads for this agent's worker (Ray executor); None = executor default
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "hacpo"
+    eps_low: float | None = None  # None: 3e-4 for GSPO/HACPO, 0.2 for GRPO
+    eps_high: float | None = None  # None: 4e-4 for GSPO/HACPO, 0.28 for GRPO
+    alpha: float = 1.0
+    delta: float = 0.2
+    delta_step: float = 0.025
+    capability_window: int = 5
+    ratio_bounds: list[float] = field(default_factory=lambda: [0.1, 10.0])
+    max_reward: float = 1.0
+    beta: float = 0.0
+    loss_type: str = "dapo"
+    minibatch_order: Literal["self_first", "shuffle"] = "self_first"
+    advantage_eps: float = 1e-6
+
+
+@dataclass
+class TaskConfig:
+    """`name`: arithmetic (built-in) or math (MATH-style benchmarks from local files); `options` go to the task."""
+
+    name: str = "arithmetic"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = 100
+    prompts_per_step: int = 16
+    num_generations: int = 8
+    minibatch_size: int = 64  # fixed in responses (HACPO.md §6)
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_grad_norm: float = 1.0
+    max_completion_tokens: int | None = None  # cap for re-tokenised cross responses; None = 2 x max_new_tokens
+    eval_every: int = 25
+    eval_limit: int | None = None
+    eval_max_new_tokens: int | None = None
+    max_nonfinite_updates: int = 3
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 50
+    keep_last: int = 2
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    agents: list[AgentConfig]
+    run_name: str = "hacrl"
+    seed: int = 0
+    output_dir: str = "runs/hacrl"
+    executor: Literal["sequential", "ray"] = "sequential"
+    ray_address: str | None = None
+    threads: int | None = None  # torch threads of the in-process executor; None = all cores
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_POSITIVE_INTS = {"training.steps", "training.prompts_per_step", "training.num_generations",
+                  "training.minibatch_size", "training.max_new_tokens", "training.eval_every",
+                  "training.max_nonfinite_updates", "checkpoint.every", "checkpoint.keep_last",
+                  "algorithm.capability_window", "training.eval_limit", "training.eval_max_new_tokens",
+                  "training.max_completion_tokens", "threads"}
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return _convert(value, inner[0], where)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = get_args(tp)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of fields, got {data!r}")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{_join(where, str(key))}: unknown field{hint} (valid: {', '.join(known)})")
+    kwargs = {}
+    for name, f in known.items():
+        path = _join(where, name)
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], path)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{path}: required field is missing")
+    return cls(**kwargs)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _validate(cfg: RunConfig) -> None:
+    if not cfg.agents:
+        raise ConfigError("agents: at least one agent is required")
+    names = [a.name for a in cfg.agents]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"agents: duplicate agent name(s) {dupes}; each agent needs its own name")
+    for i, agent in enumerate(cfg.agents):
+        if not agent.name or "/" in agent.name:
+            raise ConfigError(f"agents[{i}].name: must be non-empty and contain no '/', got {agent.name!r}")
+        if not agent.lr > 0:
+            raise ConfigError(f"agents[{i}].lr: must be > 0, got {agent.lr}")
+        if agent.num_generations is not None and agent.num_generations < 1:
+            raise ConfigError(f"agents[{i}].num_generations: must be >= 1, got {agent.num_generations}")
+        if agent.threads is not None and agent.threads < 1:
+            raise ConfigError(f"agents[{i}].threads: must be >= 1, got {agent.threads}")
+    if cfg.algorithm.name not in PRESETS:
+        raise ConfigError(f"algorithm.name: {cfg.algorithm.name!r} is not one of {', '.join(PRESETS)}")
+    if cfg.algorithm.loss_type not in GRPO_LOSS_TYPES:
+        raise ConfigError(f"algorithm.loss_type: {cfg.algorithm.loss_type!r} is not one of "
+                          f"{', '.join(GRPO_LOSS_TYPES)}")
+    preset = PRESETS[cfg.algorithm.name]
+    if preset.shares_rollouts and len(cfg.agents) < 2:
+        raise ConfigError(f"algorithm.name: {preset.name!r} shares rollouts between agents and needs at least 2 "
+                          f"agents, got {len(cfg.agents)}")
+    rb = cfg.algorithm.ratio_bounds
+    if len(rb) != 2 or not (0 < rb[0] <= 1 <= rb[1]):
+        raise ConfigError(f"algorithm.ratio_bounds: must be [low, high] with 0 < low <= 1 <= high, got {rb}")
+    if not 0 <= cfg.algorithm.delta <= 1:
+        raise ConfigError(f"algorithm.delta: must be in [0, 1] (cross lower bound 1 - delta), got "
+                          f"{cfg.algorithm.delta}")
+    for name in ("alpha", "delta_step", "beta"):
+        if getattr(cfg.algorithm, name) < 0:
+            raise ConfigError(f"algorithm.{name}: must be >= 0, got {getattr(cfg.algorithm, name)}")
+    t = cfg.training
+    if not t.temperature > 0:
+        raise ConfigError(f"training.temperature: must be > 0, got {t.temperature}")
+    if not 0 < t.top_p <= 1:
+        raise ConfigError(f"training.top_p: must be in (0, 1], got {t.top_p}")
+    values = cfg.to_dict()
+    for dotted in _POSITIVE_INTS:
+        value: Any = values
+        for part in dotted.split("."):
+            value = value[part]
+        if value is not None and value < 1:
+            raise ConfigError(f"{dotted}: must be >= 1, got {value}")
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    cfg = _build(RunConfig, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`key.sub=value` pairs (value parsed as YAML: 10, 1e-4, true, [a, b]); `agents.0.lr=...` indexes lists."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. training.steps=10")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
+        node: Any = data
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {key}: {part!r} is not an index of a list of {len(node)}")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict | list):
+                    raise ConfigError(f"--set {key}: {part!r} is not a section")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a YAML run configuration."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{str(p)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(p)!r}: the top level must be a mapping of sections")
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

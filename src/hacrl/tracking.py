@@ -1,0 +1,64 @@
+"""Where metrics go: a JSONL file (the record of truth), TensorBoard, and the console.
+
+One JSONL line per (step, agent) for training metrics and one per (step, agent) for evaluations, each
+with `type`, `step`, `agent`; that file is what `hacrl compare` and the docs read back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; None marks it without breaking parsers
+    return value
+
+
+class Tracker:
+    def __init__(self, out_dir: Path, *, tensorboard: bool = True, append: bool = False) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / "metrics.jsonl"
+        self._file = self.path.open("a" if append else "w")
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+            except ImportError:  # tensorboard is a core dependency, but say so if it is missing
+                logger.warning("tensorboard is not installed; metrics go to %s only", self.path)
+
+    def log(self, kind: str, step: int, agent: str, metrics: dict[str, Any]) -> None:
+        record = {"type": kind, "step": step, "agent": agent, **{k: _clean(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                    self._tb.add_scalar(f"{agent}/{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (it reads fine in a terminal too)."""
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
