@@ -21,11 +21,13 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hacrl.models.loading import AgentLoadError
+    from hacrl.rollout.sampler import NonFiniteLogitsError
     from hacrl.tasks.base import RewardFunctionError
     from hacrl.trainer import ResumeError
     from hacrl.workers import NonFiniteUpdateError
 
-    return (*USER_ERRORS, AgentLoadError, ResumeError, NonFiniteUpdateError, RewardFunctionError)
+    return (*USER_ERRORS, AgentLoadError, ResumeError, NonFiniteUpdateError, NonFiniteLogitsError,
+            RewardFunctionError)
 
 
 def demo_config_dict() -> dict:

@@ -66,6 +66,10 @@ class TaskConfig:
 
     name: str = "arithmetic"
     options: dict[str, Any] = field(default_factory=dict)
+    # A TRL-style reward function `f(prompts, completions, **columns) -> list[float]` replacing the task's own
+    # verifier: "package.module:function" or "path/to/file.py:function". The task still supplies the prompts.
+    reward_fn: str | None = None
+    max_reward_error_rate: float = 0.5
 
 
 @dataclass

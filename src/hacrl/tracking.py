@@ -22,10 +22,16 @@ def _clean(value: Any) -> Any:
 
 
 class Tracker:
-    def __init__(self, out_dir: Path, *, tensorboard: bool = True, append: bool = False) -> None:
+    def __init__(self, out_dir: Path, *, tensorboard: bool = True, resume_step: int | None = None) -> None:
+        """`resume_step`: continue an existing file, dropping records written after that step by the run
+        that was interrupted (they will be written again), so every step appears exactly once."""
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / "metrics.jsonl"
-        self._file = self.path.open("a" if append else "w")
+        if resume_step is not None and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and _step_of(line) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self._file = self.path.open("a" if resume_step is not None else "w")
         self._tb = None
         if tensorboard:
             try:
@@ -49,6 +55,12 @@ class Tracker:
         if self._tb is not None:
             self._tb.close()
 
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # a torn last line from a killed run: drop it
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

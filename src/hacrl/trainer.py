@@ -135,6 +135,9 @@ class Trainer:
         self.generations = [(a.num_generations or t.num_generations) * self.preset.rollout_multiplier
                             for a in cfg.agents]
         self.executor = executor or self._make_executor()
+        self.train_problems = self._fitting(self.train_problems, "training", t.max_new_tokens)
+        self.eval_problems = self._fitting(self.eval_problems, "evaluation",
+                                           t.eval_max_new_tokens or t.max_new_tokens)
         self.capability = CapabilityTracker(self.n, window=cfg.algorithm.capability_window,
                                             ratio_bounds=tuple(cfg.algorithm.ratio_bounds))  # type: ignore[arg-type]
         self.stream = DataStream(len(self.train_problems), cfg.seed)
@@ -148,7 +151,8 @@ class Trainer:
             self._load(resume_from)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(dump_config(cfg))
-        self.tracker = Tracker(self.out, tensorboard=cfg.logging.tensorboard, append=resume_from is not None)
+        self.tracker = Tracker(self.out, tensorboard=cfg.logging.tensorboard,
+                               resume_step=self.step if resume_from is not None else None)
 
     # ---------------------------------------------------------------- construction
 
@@ -172,6 +176,23 @@ class Trainer:
                 raise ConfigError(f"executor: 'ray' needs the ray extra (pip install 'hacrl[ray]'): {exc}") from exc
             return RayExecutor(self.cfg.agents, self._settings(), address=self.cfg.ray_address)
         return SequentialExecutor(self.cfg.agents, self._settings(), threads=self.cfg.threads)
+
+    def _fitting(self, problems: list[Problem], split: str, max_new_tokens: int) -> list[Problem]:
+        """Drop (count and log) prompts that do not fit some agent's context with `max_new_tokens` to spare."""
+        prompts = [p.prompt for p in problems]
+        fits = self.executor.map("prompts_that_fit", [(prompts, max_new_tokens)] * self.n)
+        keep = [all(f[i] for f in fits) for i in range(len(problems))]
+        for name, f in zip(self.names, fits, strict=True):
+            too_long = len(f) - sum(f)
+            if too_long:
+                logger.warning("%d of %d %s prompts do not fit agent %s's context with %d new tokens; skipped",
+                               too_long, len(f), split, name, max_new_tokens)
+        kept = [p for p, k in zip(problems, keep, strict=True) if k]
+        self.skipped_prompts = getattr(self, "skipped_prompts", {}) | {split: len(problems) - len(kept)}
+        if not kept:
+            raise ConfigError(f"no {split} prompt fits every agent's context with {max_new_tokens} new tokens; "
+                              "lower training.max_new_tokens or use shorter prompts")
+        return kept
 
     def _resume_path(self, resume: bool | str) -> Path | None:
         if not resume:

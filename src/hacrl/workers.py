@@ -25,8 +25,9 @@ from hacrl.algorithms.presets import AlgorithmPreset
 from hacrl.config import AgentConfig, AlgorithmConfig
 from hacrl.models.loading import LoadedAgent, load_agent
 from hacrl.pool import LearnerBatch, Trajectory, build_learner_batch
+from hacrl.rollout.backend import InProcessBackend, RolloutBackend
 from hacrl.rollout.logprobs import completion_logps
-from hacrl.rollout.sampler import Sample, SamplingParams, sample
+from hacrl.rollout.sampler import Sample, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class AgentWorker:
             gradient_checkpointing=agent.gradient_checkpointing, progress=settings.progress,
         )
         self.model = self.agent.model
+        self.backend: RolloutBackend = InProcessBackend(self.model, self.agent.tokenizer)
         self.device = torch.device(agent.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=agent.lr, weight_decay=agent.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed * 1000 + settings.index)
@@ -121,14 +123,30 @@ class AgentWorker:
         """`n` samples per prompt, prompt-major; returns them with the seconds spent."""
         start = time.perf_counter()
         ids = [self.encode_prompt(p) for p in prompts for _ in range(n)]
-        samples = sample(self.model, self.agent.tokenizer, ids, self.settings.sampling, generator=self.generator)
+        samples = self.backend.generate(ids, self.settings.sampling, generator=self.generator)
         return samples, time.perf_counter() - start
 
     def greedy(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True)
         ids = [self.encode_prompt(p) for p in prompts]
-        samples = sample(self.model, self.agent.tokenizer, ids, params, batch_size=self.settings.eval_batch_size)
+        samples = self.backend.generate(ids, params, batch_size=self.settings.eval_batch_size)
         return [s.text for s in samples]
+
+    def context_limit(self) -> int | None:
+        """The model's position limit (None when the config has none, e.g. rotary models without a cap)."""
+        config = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def prompts_that_fit(self, prompts: list[str], max_new_tokens: int) -> list[bool]:
+        """Whether each rendered prompt plus `max_new_tokens` fits in this model's context."""
+        limit = self.context_limit()
+        if limit is None:
+            return [True] * len(prompts)
+        return [len(self.encode_prompt(p)) + max_new_tokens <= limit for p in prompts]
 
     # ---------------------------------------------------------------- learning
 
@@ -206,6 +224,7 @@ class AgentWorker:
                 skipped += self._skip_update(plan.step, m, f"loss {float(loss.detach())}, grad norm {grad_norm}")
                 continue
             self.optimizer.step()
+            self.backend.sync_weights()
             self.nonfinite_in_a_row = 0
             metrics["grad_norm"] = grad_norm
             lower = metrics.pop("cross/lower_bound", None)

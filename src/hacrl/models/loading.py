@@ -131,8 +131,9 @@ def load_agent(
             dtype=_dtype(dtype, device),
         )
     except ValueError as exc:
+        reason = str(exc).split("Model type should be one of")[0].strip()
         raise AgentLoadError(f"agent {name!r}: {str(path)!r} ({config.model_type}) is not a causal language model "
-                             f"that transformers can load: {exc}") from exc
+                             f"that transformers can load: {reason}") from exc
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     if tokenizer.eos_token_id is None:
         raise AgentLoadError(f"agent {name!r}: the tokenizer in {str(path)!r} has no EOS token; generation could "

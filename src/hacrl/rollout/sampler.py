@@ -29,6 +29,10 @@ __all__ = ["Sample", "SamplingParams", "sample"]
 FinishReason = Literal["stop", "length"]
 
 
+class NonFiniteLogitsError(RuntimeError):
+    """Sampling met NaN/inf logits: the model is broken, and no token choice would mean anything."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to draw completions.
@@ -143,6 +147,9 @@ def _nucleus_filter(logits: Tensor, top_p: float) -> Tensor:
 def _choose(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Pick one token per row and return (tokens, log-prob of each under the untruncated distribution)."""
     logits = logits.float()
+    if not bool(torch.isfinite(logits).any(dim=-1).all()) or bool(torch.isnan(logits).any()):
+        raise NonFiniteLogitsError("the model produced NaN/inf logits while sampling: its weights have diverged "
+                                   "(lower the learning rate, or resume from an earlier checkpoint)")
     if params.greedy:
         tokens = logits.argmax(dim=-1)
         logps = torch.log_softmax(logits, dim=-1)
