@@ -187,3 +187,18 @@ def test_checkpoints_are_atomic_checked_and_pruned(tmp_path: Path) -> None:
     names = [p.name for p in ckpt.list_checkpoints(root)]
     assert "step-000001" not in names and "step-000004" in names and "step-000003" in names
     assert json.loads((root / "step-000004" / ckpt.MANIFEST).read_text())["step"] == 4
+
+
+def test_validation_split_is_disjoint_from_train_and_test() -> None:
+    from hacrl.config import TaskConfig
+
+    options = {"n_train": 200, "n_eval": 20}
+    test_task = make_task(TaskConfig(name="arithmetic", options=options))
+    val_task = make_task(TaskConfig(name="arithmetic", options=options, eval_split="validation", validation_size=30))
+    val = {p.id for p in val_task.eval_problems()}
+    train = {p.id for p in val_task.train_problems()}
+    test = {p.id for p in test_task.eval_problems()}
+    assert len(val) == 30 and not val & train and not val & test
+    assert train | val == {p.id for p in test_task.train_problems()}
+    with pytest.raises(ConfigError, match=r"task\.validation_size: must be between 1 and 199"):
+        make_task(TaskConfig(name="arithmetic", options=options, eval_split="validation", validation_size=500))

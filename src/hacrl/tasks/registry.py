@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hacrl.config import ConfigError, TaskConfig
-from hacrl.tasks.base import FunctionRewardTask, RewardFunction, Task
+from hacrl.tasks.base import FunctionRewardTask, Problem, RewardFunction, Task
 
 TASK_NAMES = ("arithmetic", "math")
 
@@ -20,6 +22,8 @@ def make_task(cfg: TaskConfig) -> Task:
     With `reward_fn`, the task's problems are scored by the user's function instead of its verifier.
     """
     task = _base_task(cfg)
+    if cfg.eval_split == "validation":
+        task = ValidationSplit(task, cfg.validation_size)
     if cfg.reward_fn is None:
         return task
     return FunctionRewardTask(f"{task.name}+{cfg.reward_fn}", task.train_problems(), task.eval_problems(),
@@ -50,6 +54,35 @@ def load_reward_function(spec: str) -> RewardFunction:
     if not callable(fn):
         raise ConfigError(f"task.reward_fn: {where!r} has no function {name!r}")
     return fn
+
+
+class ValidationSplit:
+    """A task whose evaluation split is a seeded hold-out of its training problems.
+
+    Hyperparameters chosen by looking at test accuracy are tuned on the test set; this split lets a user
+    (and `hacrl compare`) choose them on problems that are neither trained on nor reported.
+    """
+
+    def __init__(self, task: Task, size: int, seed: int = 12345) -> None:
+        train = list(task.train_problems())
+        if not 0 < size < len(train):
+            raise ConfigError(f"task.validation_size: must be between 1 and {len(train) - 1} (the training set "
+                              f"has {len(train)} problems), got {size}")
+        order = random.Random(seed).sample(range(len(train)), len(train))
+        held = set(order[:size])
+        self.name = f"{task.name}[validation]"
+        self._task = task
+        self._eval = [train[i] for i in sorted(held)]
+        self._train = [p for i, p in enumerate(train) if i not in held]
+
+    def train_problems(self) -> Sequence[Problem]:
+        return self._train
+
+    def eval_problems(self) -> Sequence[Problem]:
+        return self._eval
+
+    def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
+        return self._task.score(problems, completions)
 
 
 def _base_task(cfg: TaskConfig) -> Task:
