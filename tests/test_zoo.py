@@ -189,6 +189,8 @@ def test_bad_recipes_raise() -> None:
         replace(base, mix=(("div", 1.0),))
     with pytest.raises(ValueError, match="prompt"):
         replace(base, prompt_template="no placeholder")
+    with pytest.raises(ValueError, match="format string"):
+        replace(base, prompt_template="{prompt} {other}")
 
 
 def test_recipes_cover_every_heterogeneity_type() -> None:
@@ -224,3 +226,4 @@ def test_recipe_task_config_round_trips_to_json() -> None:
     d = json.loads(json.dumps(recipe.to_dict()))
     assert d["task"]["kinds"] == ["mul", "add"] and d["mix"] == {"add": 0.85, "mul": 0.15}
     assert hash(recipe)  # frozen and hashable even when given a list
+    assert zoo.Recipe.from_dict(d) == recipe

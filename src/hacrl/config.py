@@ -303,7 +303,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{str(p)!r} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{str(p)!r}: the top level must be a mapping of sections")
-    return config_from_dict(apply_overrides(data, overrides or []))
+    from hacrl.envvars import EnvVarError, expand_env
+
+    data = apply_overrides(data, overrides or [])  # first, so a field set with --set never needs its variable
+    try:
+        data = expand_env(data)
+    except EnvVarError as exc:
+        raise ConfigError(str(exc)) from exc
+    return config_from_dict(data)
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -23,7 +23,7 @@ from torch import Tensor
 from hacrl.algorithms import grpo_loss, gspo_loss, hacpo_loss, kl_penalty
 from hacrl.algorithms.presets import AlgorithmPreset
 from hacrl.config import AgentConfig, AlgorithmConfig
-from hacrl.models.loading import LoadedAgent, load_agent
+from hacrl.models.loading import LoadedAgent, load_agent, stop_token_ids
 from hacrl.pool import LearnerBatch, Trajectory, build_learner_batch
 from hacrl.rollout.backend import InProcessBackend, RolloutBackend
 from hacrl.rollout.logprobs import completion_logps
@@ -92,7 +92,8 @@ class AgentWorker:
             gradient_checkpointing=agent.gradient_checkpointing, progress=settings.progress,
         )
         self.model = self.agent.model
-        self.backend: RolloutBackend = InProcessBackend(self.model, self.agent.tokenizer)
+        self.backend: RolloutBackend = InProcessBackend(
+            self.model, self.agent.tokenizer, stop_token_ids(self.agent.tokenizer, self.model))
         self.device = torch.device(agent.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=agent.lr, weight_decay=agent.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed * 1000 + settings.index)
@@ -196,6 +197,19 @@ class AgentWorker:
                 old = [completion_logps(self.model, mb.input_ids, mb.attention_mask, mb.completion_mask,
                                         temperature=temperature)
                        for mb in (batch.select(idx) for idx in minibatches)]
+        if self.config.gradient_checkpointing:
+            # transformers only checkpoints activations in train mode; hacrl's models run without dropout
+            # (set it to 0 in the model config), so train mode changes nothing else.
+            self.model.train()
+        try:
+            return self._run_minibatches(plan, batch, stats, minibatches, old, advantages, omegas, start)
+        finally:
+            self.model.eval()
+
+    def _run_minibatches(self, plan: UpdatePlan, batch: LearnerBatch, stats: Any, minibatches: list[list[int]],
+                         old: list[Tensor | None], advantages: Tensor, omegas: Tensor,
+                         start: float) -> dict[str, float]:
+        temperature = self.settings.sampling.temperature
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         skipped = 0

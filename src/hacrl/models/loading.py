@@ -177,3 +177,20 @@ def _choose_template(
     if has_chat and use_chat_template is not False:
         return PromptTemplate(plain=None, use_chat_template=True, system_prompt=system_prompt)
     return PromptTemplate(plain=str(meta.get("prompt_template", DEFAULT_PLAIN_TEMPLATE)))
+
+
+def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
+    """The tokenizer's EOS plus every EOS in the model's generation config.
+
+    Real chat checkpoints list several end tokens in `generation_config.json` (Llama 3 Instruct:
+    `<|end_of_text|>`, `<|eom_id|>`, `<|eot_id|>`; Qwen3: `<|im_end|>`, `<|endoftext|>`); stopping only at the
+    tokenizer's EOS would let a finished answer run on to `max_new_tokens`.
+    """
+    ids: list[int] = []
+    for source in (getattr(tokenizer, "eos_token_id", None),
+                   getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        values = source if isinstance(source, list | tuple) else [source]
+        for v in values:
+            if isinstance(v, int) and v not in ids:
+                ids.append(v)
+    return ids

@@ -101,11 +101,17 @@ class Recipe:
     eval_limit: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mix", tuple((str(k), float(w)) for k, w in self.mix))  # lists -> hashable
         if self.architecture not in ("gpt2", "llama"):
             raise ValueError(f"recipe {self.name!r}: architecture must be 'gpt2' or 'llama', not {self.architecture!r}")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError(f"recipe {self.name!r}: tokenizer must be 'char' or 'bpe', not {self.tokenizer!r}")
-        if "{prompt}" not in self.prompt_template:
+        try:
+            rendered = self.prompt_template.format(prompt="\0")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"recipe {self.name!r}: prompt_template must be a format string with only "
+                             f"'{{prompt}}' in braces: {exc}") from exc
+        if "\0" not in rendered:
             raise ValueError(f"recipe {self.name!r}: prompt_template must contain '{{prompt}}'")
         if self.hidden % self.heads:
             raise ValueError(f"recipe {self.name!r}: hidden={self.hidden} is not divisible by heads={self.heads}")
@@ -128,6 +134,14 @@ class Recipe:
         d["mix"] = {k: w for k, w in self.mix}
         d["task"]["kinds"] = list(self.task.kinds)
         return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """Inverse of `to_dict` (e.g. the ``recipe`` of a built agent's ``hacrl_agent.json``)."""
+        d = dict(data)
+        d["mix"] = tuple(d["mix"].items()) if isinstance(d["mix"], Mapping) else d["mix"]
+        d["task"] = ArithmeticConfig(**d["task"])
+        return cls(**d)
 
     @classmethod
     def for_tests(cls, architecture: Architecture = "gpt2", **overrides: Any) -> Recipe:

@@ -33,13 +33,15 @@ class RolloutBackend(Protocol):
 class InProcessBackend:
     """Samples with the training model itself (KV cache, batched); weights are always in sync."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, eos_token_ids: Sequence[int] | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.eos_token_ids = list(eos_token_ids) if eos_token_ids else None
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
                  generator: torch.Generator | None = None, batch_size: int | None = None) -> list[Sample]:
-        return sample(self.model, self.tokenizer, prompt_ids, params, generator=generator, batch_size=batch_size)
+        return sample(self.model, self.tokenizer, prompt_ids, params, generator=generator, batch_size=batch_size,
+                      eos_token_ids=self.eos_token_ids)
 
     def sync_weights(self) -> None:
         return None
