@@ -189,16 +189,16 @@ def test_checkpoints_are_atomic_checked_and_pruned(tmp_path: Path) -> None:
     assert json.loads((root / "step-000004" / ckpt.MANIFEST).read_text())["step"] == 4
 
 
-def test_validation_split_is_disjoint_from_train_and_test() -> None:
+def test_validation_and_test_holdout_halves_are_disjoint_and_unseen() -> None:
     from hacrl.config import TaskConfig
 
     options = {"n_train": 200, "n_eval": 20}
-    test_task = make_task(TaskConfig(name="arithmetic", options=options))
-    val_task = make_task(TaskConfig(name="arithmetic", options=options, eval_split="validation", validation_size=30))
-    val = {p.id for p in val_task.eval_problems()}
-    train = {p.id for p in val_task.train_problems()}
-    test = {p.id for p in test_task.eval_problems()}
-    assert len(val) == 30 and not val & train and not val & test
-    assert train | val == {p.id for p in test_task.train_problems()}
-    with pytest.raises(ConfigError, match=r"task\.validation_size: must be between 1 and 199"):
-        make_task(TaskConfig(name="arithmetic", options=options, eval_split="validation", validation_size=500))
+    full = make_task(TaskConfig(name="arithmetic", options=options))
+    val = make_task(TaskConfig(name="arithmetic", options=options, eval_split="validation"))
+    hold = make_task(TaskConfig(name="arithmetic", options=options, eval_split="test-holdout"))
+    v, h = {p.id for p in val.eval_problems()}, {p.id for p in hold.eval_problems()}
+    train = {p.id for p in full.train_problems()}
+    assert len(v) == len(h) == 10 and not v & h and not (v | h) & train
+    assert v | h == {p.id for p in full.eval_problems()}
+    assert {p.kind for p in val.eval_problems()} == {"add", "mul"}
+    assert [p.id for p in val.train_problems()] == [p.id for p in full.train_problems()]

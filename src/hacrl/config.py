@@ -70,10 +70,9 @@ class TaskConfig:
     # verifier: "package.module:function" or "path/to/file.py:function". The task still supplies the prompts.
     reward_fn: str | None = None
     max_reward_error_rate: float = 0.5
-    # "validation" holds out `validation_size` training problems (seeded) and evaluates on them instead of the
-    # test split: tune hyperparameters there, report on "test".
-    eval_split: Literal["test", "validation"] = "test"
-    validation_size: int = 300
+    # "test": the whole held-out split. "validation" / "test-holdout": its two kind-balanced halves; tune
+    # hyperparameters on "validation", report on "test-holdout".
+    eval_split: Literal["test", "validation", "test-holdout"] = "test"
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ def make_task(cfg: TaskConfig) -> Task:
     With `reward_fn`, the task's problems are scored by the user's function instead of its verifier.
     """
     task = _base_task(cfg)
-    if cfg.eval_split == "validation":
-        task = ValidationSplit(task, cfg.validation_size)
+    if cfg.eval_split != "test":
+        task = HeldOutHalf(task, cfg.eval_split)
     if cfg.reward_fn is None:
         return task
     return FunctionRewardTask(f"{task.name}+{cfg.reward_fn}", task.train_problems(), task.eval_problems(),
@@ -56,27 +55,28 @@ def load_reward_function(spec: str) -> RewardFunction:
     return fn
 
 
-class ValidationSplit:
-    """A task whose evaluation split is a seeded hold-out of its training problems.
+class HeldOutHalf:
+    """One half of a task's held-out split, balanced over problem kinds.
 
-    Hyperparameters chosen by looking at test accuracy are tuned on the test set; this split lets a user
-    (and `hacrl compare`) choose them on problems that are neither trained on nor reported.
+    `validation` is every other held-out problem of each kind; `test-holdout` is the rest. Tune
+    hyperparameters on `validation` and report on `test-holdout`: both are unseen in training (and by the
+    zoo's warm start, which draws only from the training problems), and neither informs the other.
     """
 
-    def __init__(self, task: Task, size: int, seed: int = 12345) -> None:
-        train = list(task.train_problems())
-        if not 0 < size < len(train):
-            raise ConfigError(f"task.validation_size: must be between 1 and {len(train) - 1} (the training set "
-                              f"has {len(train)} problems), got {size}")
-        order = random.Random(seed).sample(range(len(train)), len(train))
-        held = set(order[:size])
-        self.name = f"{task.name}[validation]"
+    def __init__(self, task: Task, half: str) -> None:
+        by_kind: dict[str, list[Problem]] = {}
+        for p in task.eval_problems():
+            by_kind.setdefault(p.kind, []).append(p)
+        parity = 0 if half == "validation" else 1
+        chosen = {p.id for ps in by_kind.values() for i, p in enumerate(ps) if i % 2 == parity}
+        self._eval = [p for p in task.eval_problems() if p.id in chosen]
+        if not self._eval:
+            raise ConfigError(f"task.eval_split: {half!r} is empty: the held-out split has too few problems")
+        self.name = f"{task.name}[{half}]"
         self._task = task
-        self._eval = [train[i] for i in sorted(held)]
-        self._train = [p for i, p in enumerate(train) if i not in held]
 
     def train_problems(self) -> Sequence[Problem]:
-        return self._train
+        return self._task.train_problems()
 
     def eval_problems(self) -> Sequence[Problem]:
         return self._eval
