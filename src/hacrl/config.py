@@ -112,7 +112,7 @@ class RunConfig:
     output_dir: str = "runs/hacrl"
     executor: Literal["sequential", "ray"] = "sequential"
     ray_address: str | None = None
-    threads: int | None = None  # torch threads of the in-process executor; None = all cores
+    threads: int | None = None  # torch threads of the in-process executor; None = 1 (see README, Threads)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)

@@ -27,11 +27,14 @@ class Executor(Protocol):
 
 
 class SequentialExecutor:
-    """All workers in this process. `threads` sets torch's intra-op threads for the whole process (one
-    worker runs at a time, so it may use every core); see docs on threads before changing it."""
+    """All workers in this process, one after another.
+
+    `threads` sets torch's intra-op threads for the process. The default is 1: on small machines shared with
+    anything else, 2 threads per process were measured 4x to 50x slower per step (README, "Threads").
+    """
 
     def __init__(self, agents: Sequence[AgentConfig], settings: Sequence[WorkerSettings],
-                 threads: int | None = None) -> None:
+                 threads: int | None = 1) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
         self.workers = [AgentWorker(a, s) for a, s in zip(agents, settings, strict=True)]

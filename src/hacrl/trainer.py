@@ -175,7 +175,7 @@ class Trainer:
             except ImportError as exc:
                 raise ConfigError(f"executor: 'ray' needs the ray extra (pip install 'hacrl[ray]'): {exc}") from exc
             return RayExecutor(self.cfg.agents, self._settings(), address=self.cfg.ray_address)
-        return SequentialExecutor(self.cfg.agents, self._settings(), threads=self.cfg.threads)
+        return SequentialExecutor(self.cfg.agents, self._settings(), threads=self.cfg.threads or 1)
 
     def _fitting(self, problems: list[Problem], split: str, max_new_tokens: int) -> list[Problem]:
         """Drop (count and log) prompts that do not fit some agent's context with `max_new_tokens` to spare."""

@@ -5,8 +5,13 @@ Why a zoo: HACPO needs agents that differ in *state* (same architecture and size
 (HACPO.md §1), that start partly competent so RL has signal, and that cost no download. Each recipe
 names a real ``transformers`` causal LM built from a config (GPT-2 or Llama), a tokenizer built locally
 (characters or a BPE trained on the task's text) and a short supervised warm start on the arithmetic
-task's reference solutions. Warm-start data mixes differ per recipe (mostly ``add`` vs mostly ``mul``)
-so that paired agents are complementary: each is good at what its partner is weak at.
+task's reference solutions. Warm-start data mixes differ per recipe (leaning to ``add`` or to ``mul``;
+the name says which), and the tokenizers shape what comes easily, so that paired agents are
+complementary: each is good at what its partner is weak at (measured: benchmarks/zoo_calibration.py).
+
+Recipes: ``gpt2-char-add`` and ``gpt2-char-mul`` (STATE pair: same GPT-2 4x128, char tokenizer, opposite
+mixes), ``gpt2-char-small`` (SIZE pair with ``gpt2-char-add``: 3x96, same mix), ``llama-bpe-mul`` (MODEL
+pair with ``gpt2-char-mul``: Llama + byte-level BPE; the demo pair). ``test-*`` recipes build in a second.
 
 A built agent is an ordinary Hugging Face directory (``config.json``, ``model.safetensors``, tokenizer
 files) plus ``hacrl_agent.json`` (prompt template, recipe, measured greedy accuracy), so the loader that
@@ -41,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import transformers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -155,28 +161,39 @@ class Recipe:
 
 _CHAR_TEMPLATE = "Q: {prompt}\nA: "
 _BPE_TEMPLATE = "Question: {prompt}\nSolution:\n"
-_ADD_HEAVY = (("add", 0.85), ("mul", 0.15))
-_MUL_HEAVY = (("add", 0.15), ("mul", 0.85))
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
+        # Char-level GPT-2 finds place-value multiplication easier than the longer add chains, so its
+        # add-leaning agent needs a 90/10 mix to be clearly add-leaning, and its mul-leaning one 25/75 to
+        # stay above 10% on add.
         Recipe(
             name="gpt2-char-add", architecture="gpt2", tokenizer="char", n_layers=4, hidden=128, heads=4,
-            intermediate=512, prompt_template=_CHAR_TEMPLATE, mix=_ADD_HEAVY, steps=600, lr=3e-3, seed=1,
+            intermediate=512, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.9), ("mul", 0.1)), steps=600,
+            lr=3e-3, seed=1,
         ),
         Recipe(
             name="gpt2-char-mul", architecture="gpt2", tokenizer="char", n_layers=4, hidden=128, heads=4,
-            intermediate=512, prompt_template=_CHAR_TEMPLATE, mix=_MUL_HEAVY, steps=600, lr=3e-3, seed=2,
+            intermediate=512, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.25), ("mul", 0.75)), steps=600,
+            lr=3e-3, seed=2,
         ),
         Recipe(
-            name="gpt2-char-small", architecture="gpt2", tokenizer="char", n_layers=2, hidden=64, heads=4,
-            intermediate=256, prompt_template=_CHAR_TEMPLATE, mix=_ADD_HEAVY, steps=600, lr=3e-3, seed=3,
+            name="gpt2-char-small", architecture="gpt2", tokenizer="char", n_layers=3, hidden=96, heads=4,
+            intermediate=384, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.9), ("mul", 0.1)), steps=600,
+            lr=3e-3, seed=3,
         ),
+        # Names say which kind the warm-start MIX leans to. The BPE merges small numbers (10-25 are single
+        # tokens), which makes the add chains (running values mostly under 30) near table look-ups and
+        # multiplication (partial products split unevenly into tokens) hard: even this mul-leaning mix leaves
+        # it better at add (~80-86%) than at mul (~35-40%), the mirror image of gpt2-char-mul. That
+        # tokenizer-made complementarity is what the demo pair uses. Its add skill appears abruptly between
+        # steps 400 and 550; 600 steps is the shortest run where it did for every seed tried (at 540 steps
+        # seed 5 stayed at 38% add).
         Recipe(
             name="llama-bpe-mul", architecture="llama", tokenizer="bpe", n_layers=4, hidden=128, heads=4,
-            kv_heads=2, intermediate=384, prompt_template=_BPE_TEMPLATE, mix=_MUL_HEAVY, steps=600, lr=3e-3,
-            seed=4,
+            kv_heads=2, intermediate=384, prompt_template=_BPE_TEMPLATE, mix=(("add", 0.3), ("mul", 0.7)),
+            steps=600, lr=3e-3, seed=4,
         ),
     )
 }
@@ -185,7 +202,7 @@ RECIPES: dict[str, Recipe] = {
 PAIRS: dict[str, tuple[str, ...]] = {
     "state": ("gpt2-char-add", "gpt2-char-mul"),  # same architecture and size, different warm start
     "size": ("gpt2-char-small", "gpt2-char-add"),  # same family and warm start, different size
-    "model": ("gpt2-char-add", "llama-bpe-mul"),  # different architecture AND tokenizer: the demo pair
+    "model": ("gpt2-char-mul", "llama-bpe-mul"),  # different architecture AND tokenizer: the demo pair
     "trio": ("gpt2-char-add", "gpt2-char-mul", "llama-bpe-mul"),
 }
 """Named agent sets per heterogeneity type; ``PAIRS["model"]`` is the demo pair (see `DEMO_PAIR`)."""
@@ -197,12 +214,12 @@ TEST_RECIPES: dict[str, Recipe] = {
     for r in (
         Recipe(
             name="test-gpt2-char", architecture="gpt2", tokenizer="char", n_layers=1, hidden=32, heads=2,
-            intermediate=64, prompt_template=_CHAR_TEMPLATE, mix=_ADD_HEAVY, steps=12, lr=3e-3,
+            intermediate=64, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.85), ("mul", 0.15)), steps=12, lr=3e-3,
             batch_size=8, warmup_steps=2, task=_TEST_TASK, eval_limit=8,
         ),
         Recipe(
             name="test-llama-bpe", architecture="llama", tokenizer="bpe", n_layers=1, hidden=32, heads=2,
-            intermediate=64, prompt_template=_BPE_TEMPLATE, mix=_MUL_HEAVY, steps=12, lr=3e-3,
+            intermediate=64, prompt_template=_BPE_TEMPLATE, mix=(("add", 0.15), ("mul", 0.85)), steps=12, lr=3e-3,
             batch_size=8, warmup_steps=2, task=_TEST_TASK, eval_limit=8,
         ),
     )
@@ -267,17 +284,20 @@ def build(
 ) -> Path:
     """Build (or fetch from the cache) a zoo agent and return its Hugging Face directory.
 
-    A cache hit returns immediately without touching torch. Otherwise the agent is built in a temporary
-    directory beside the target and moved into place with `os.replace`, so a killed build leaves only a
-    ``.tmp-*`` directory (removed on the next clean exit), never a half agent. Training runs on one
-    thread (see `train_agent`).
+    A cache hit returns at once, without training. Otherwise the agent is built in a temporary directory
+    beside the target and moved into place with `os.replace`, so a killed build leaves at most a
+    ``.tmp-*`` directory (swept by a later build once it is stale), never a half agent that looks
+    complete. Training runs on one thread (see `train_agent`).
     """
     r = get_recipe(recipe)
     target = agent_dir(r, cache)
     if not force and is_built(r, cache):
-        logger.info("zoo: %s is cached at %s", r.name, target)
+        logger.debug("zoo: %s is cached at %s", r.name, target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(target.parent)
+    logger.info("zoo: building %s (%s/%s, %d warm-start steps) into %s", r.name, r.architecture, r.tokenizer,
+                r.steps, target)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{r.name}-", dir=target.parent))
     try:
         save_agent(train_agent(r, progress=progress), tmp, progress=progress)
@@ -286,6 +306,18 @@ def build(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+_STALE_SECONDS = 6 * 3600
+
+
+def _sweep_stale(folder: Path) -> None:
+    """Remove leftovers of killed builds; young ones may belong to a build still running elsewhere."""
+    now = time.time()
+    for leftover in [*folder.glob(".tmp-*"), *folder.glob(".old-*")]:
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _install(tmp: Path, target: Path, *, force: bool) -> None:
@@ -387,13 +419,13 @@ def train_agent(recipe: str | Recipe, *, progress: bool = True) -> TrainedAgent:
     """
     r = get_recipe(recipe)
     with _single_thread():
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         task = ArithmeticTask(r.task)
         tokenizer = build_tokenizer(r, task)
         torch.manual_seed(r.seed)
         model = build_model(r, tokenizer)
         losses = warm_start(model, tokenizer, r, task, progress=progress)
-        train_seconds = time.perf_counter() - start
+        train_seconds, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         problems = list(task.eval_problems())
         if r.eval_limit is not None:
             problems = _balanced_subset(problems, r.eval_limit)
@@ -418,10 +450,11 @@ def train_agent(recipe: str | Recipe, *, progress: bool = True) -> TrainedAgent:
             "greedy_accuracy": accuracy,
             "eval_problems": len(problems),
             "seconds": round(train_seconds, 2),
+            "cpu_seconds": round(train_cpu, 2),  # wall time is noisy on a shared machine; CPU time less so
             "eval_seconds": round(eval_seconds, 2),
             "final_loss": round(sum(losses[-20:]) / max(len(losses[-20:]), 1), 4),
         },
-        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     return TrainedAgent(r, model, tokenizer, meta)
 
@@ -432,12 +465,6 @@ def save_agent(agent: TrainedAgent, out: Path, *, progress: bool = True) -> None
         agent.model.save_pretrained(out, safe_serialization=True)
     agent.tokenizer.save_pretrained(out)
     (out / AGENT_META_FILE).write_text(json.dumps(agent.meta, indent=2) + "\n")
-
-
-def _transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
 
 
 def _balanced_subset(problems: Sequence[Problem], n: int) -> list[Problem]:
@@ -638,9 +665,10 @@ def load(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, di
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path} is not a built zoo agent (no {AGENT_META_FILE})")
     meta = json.loads(meta_file.read_text())
-    model = AutoModelForCausalLM.from_pretrained(path)
+    with _quiet_transformers(progress_bars=False):
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer, meta
 
 

@@ -4,8 +4,10 @@ Why this task: it needs no download, its verifier is exact and cheap, and it has
 that need different skills, so two tiny agents warm-started on different mixes are complementary — the
 setting in which HACPO's cross-agent learning should pay off (HACPO.md §1).
 
-* ``add``: a chain of ``+``/``-`` on ``add_digits``-digit numbers, e.g. ``37+48-19=``. Worked solution:
-  one line per operation, ``37+48=85\\n85-19=66\\nAnswer: 66``.
+* ``add``: a chain of ``+``/``-`` on ``add_digits``-digit numbers, by default four 1-digit operands,
+  e.g. ``7+8-3+9=``. Worked solution: one line per operation carrying the running value,
+  ``7+8=15\\n15-3=12\\n12+9=21\\nAnswer: 21``. (Two-digit chains such as ``37+48-19=`` are one knob
+  away, but a ~1M-parameter model reached only 6-14% on them after a 1-2 minute warm start.)
 * ``mul``: a ``mul_digits``-digit number times a one-digit number, e.g. ``23*4=``. Worked solution: split
   the big factor by place value, ``23*4: 20*4=80, 3*4=12, 80+12=92\\nAnswer: 92``.
 
@@ -43,7 +45,11 @@ class ArithmeticConfig:
     """Difficulty knobs and split sizes. Every field enters the zoo's recipe key, so changing one retrains.
 
     `n_eval` and `n_train` are totals, split evenly over `kinds`; a kind whose problem space is smaller
-    than its share of the training pool contributes all its remaining problems.
+    than its share of the training pool contributes all its remaining problems. With the defaults: ``add``
+    draws 10,000 training chains from 45,785 valid ones (four 1-digit operands; running values stay >= 0),
+    while ``mul`` (2-digit x 1-digit) has only 720 problems, so 470 train after 250 go to eval — enough
+    for the sub-steps to generalise (the eval split is disjoint), but ``mul_digits=3`` (7,200 problems)
+    is the knob for a pool too large to memorise, at about three times the warm-start cost.
     """
 
     kinds: tuple[str, ...] = KINDS
