@@ -22,6 +22,15 @@ def zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(cache)
 
 
+def shipped_math_data() -> Path | None:
+    """The reference copies of the math benchmarks (`shared/data/math` beside the repo, or $HACRL_MATH_DATA)."""
+    shipped = Path(__file__).resolve().parents[2] / "shared/data/math"
+    if shipped.is_dir():
+        return shipped
+    env = os.environ.get("HACRL_MATH_DATA")
+    return Path(env) if env and Path(env).is_dir() else None
+
+
 def tiny_run_config(out: Path, *, algorithm: str = "hacpo", agents: list[tuple[str, str]] | None = None,
                     **training: Any) -> dict[str, Any]:
     """A run config dict over the test zoo recipes: seconds per step, real models and tokenizers."""

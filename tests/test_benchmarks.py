@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import shipped_math_data
 from hacrl.tasks.benchmarks import SHIPPED_ROWS
 from hacrl.tasks.math import (
     BENCHMARK_FILES,
@@ -26,11 +26,7 @@ FIRST_ROWS = 200  # the full-file gold agreement is benchmarks/math_gold_agreeme
 
 
 def _data_dir() -> Path | None:
-    shipped = Path(__file__).resolve().parents[2] / "shared/data/math"
-    if shipped.is_dir():
-        return shipped
-    env = os.environ.get("HACRL_MATH_DATA")
-    return Path(env) if env and Path(env).is_dir() else None
+    return shipped_math_data()
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ end-to-end `hacrl train` + `hacrl eval` on the two stand-in HF checkpoints over 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import shipped_math_data
 from hacrl import evaluation
 from hacrl.cli import main as cli_main
 from hacrl.config import ConfigError
@@ -28,11 +28,7 @@ from hacrl.tasks.benchmarks import BENCHMARK_FILES, SHIPPED_ROWS
 
 
 def _shipped_data() -> Path | None:
-    shipped = Path(__file__).resolve().parents[2] / "shared/data/math"
-    if shipped.is_dir():
-        return shipped
-    env = os.environ.get("HACRL_MATH_DATA")
-    return Path(env) if env and Path(env).is_dir() else None
+    return shipped_math_data()
 
 
 @pytest.fixture(scope="module")

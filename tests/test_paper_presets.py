@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import shipped_math_data
 from hacrl.cli import main as cli_main
 from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
 from hacrl.envvars import EnvVarError, expand_env, expand_string, referenced_variables
@@ -30,11 +31,7 @@ EXPECTED = {
 
 
 def _shipped_data() -> Path | None:
-    shipped = Path(__file__).resolve().parents[2] / "shared/data/math"
-    if shipped.is_dir():
-        return shipped
-    env = os.environ.get("HACRL_MATH_DATA")
-    return Path(env) if env and Path(env).is_dir() else None
+    return shipped_math_data()
 
 
 @pytest.fixture(scope="module")

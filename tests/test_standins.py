@@ -4,7 +4,6 @@ deterministic builds, and loading through the same `load_agent` path as a user's
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -13,16 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import shipped_math_data
 from hacrl.models.loading import PromptTemplate, load_agent
 from hacrl.models.standins import STANDIN_META_FILE, build_standin, build_standin_pair, standin_corpus
 
 
 def _shipped_data() -> Path | None:
-    shipped = Path(__file__).resolve().parents[2] / "shared/data/math"
-    if shipped.is_dir():
-        return shipped
-    env = os.environ.get("HACRL_MATH_DATA")
-    return Path(env) if env and Path(env).is_dir() else None
+    return shipped_math_data()
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from hacrl.algorithms.presets import PRESETS
-from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict
+from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict, read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +112,7 @@ def run_dir(out: Path, algorithm: str, seed: int) -> Path:
 
 def load_base(config_path: str | Path) -> dict[str, Any]:
     """The base YAML as a dict (validated per run later, once algorithm and seed are set)."""
-    p = Path(config_path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{str(p)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{str(p)!r}: the top level must be a mapping of sections")
-    return data
+    return read_yaml_mapping(config_path)
 
 
 def build_run_config(base: dict[str, Any], overrides: Sequence[str], algorithm: str, seed: int, out: Path,
