@@ -48,6 +48,7 @@ def _row(name: str, path: Path, wall: float, built_now: bool) -> dict[str, Any]:
         "overall": acc["overall"],
         **{k: acc.get(k, float("nan")) for k in r.task.kinds},
         "warm_s": meta["warm_start"]["seconds"],
+        "warm_cpu_s": meta["warm_start"].get("cpu_seconds"),
         "eval_s": meta["warm_start"]["eval_seconds"],
         "build_wall_s": round(wall, 1) if built_now else None,
         "max_prompt_tok": meta["max_prompt_tokens"],
@@ -57,7 +58,7 @@ def _row(name: str, path: Path, wall: float, built_now: bool) -> dict[str, Any]:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     headers = list(rows[0])
-    cells = [[_fmt(r.get(h)) for h in headers] for r in rows]
+    cells = [[_fmt(r.get(h), percent=h in _PERCENT_COLUMNS) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -65,11 +66,14 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(v: Any) -> str:
+_PERCENT_COLUMNS = {"overall", "add", "mul", "src_sample_acc", "in_[0.8,1]", "above_1", "below_0.8"}
+
+
+def _fmt(v: Any, *, percent: bool) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.1%}" if v <= 1.0 else f"{v:.1f}"
+        return f"{v:.1%}" if percent else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
 
 

@@ -300,7 +300,7 @@ def build(
                 r.steps, target)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{r.name}-", dir=target.parent))
     try:
-        save_agent(train_agent(r, progress=progress), tmp, progress=progress)
+        save_agent(train_agent(r, progress=progress), tmp)
         _install(tmp, target, force=force)
     finally:
         if tmp.exists():
@@ -459,9 +459,9 @@ def train_agent(recipe: str | Recipe, *, progress: bool = True) -> TrainedAgent:
     return TrainedAgent(r, model, tokenizer, meta)
 
 
-def save_agent(agent: TrainedAgent, out: Path, *, progress: bool = True) -> None:
+def save_agent(agent: TrainedAgent, out: Path) -> None:
     """Write an agent as a Hugging Face directory; the metadata file goes last (it marks completeness)."""
-    with contextlib.nullcontext() if progress else _quiet_transformers(progress_bars=False):
+    with _quiet_transformers(progress_bars=False):  # a one-shard "Writing model shards" bar is just noise
         agent.model.save_pretrained(out, safe_serialization=True)
     agent.tokenizer.save_pretrained(out)
     (out / AGENT_META_FILE).write_text(json.dumps(agent.meta, indent=2) + "\n")
