@@ -1,9 +1,8 @@
 """Tokens/s of hacrl's KV-cache sampler vs `model.generate` on the same batch, interleaved in one run.
 
-The setup of benchmarks/sampler_speed.py (same three candidates, same fixed-length decoding, so both produce
-exactly rows x new-tokens tokens), but on the shared benchmark model (the zoo's Llama + BPE agent from its HF
-directory, real BPE prompts of different lengths, left-padded) and with interleaved repetitions instead of
-one candidate after the other:
+Fixed-length decoding (EOS off, so every candidate produces exactly rows x new-tokens tokens) on the shared
+benchmark model (the zoo's Llama + BPE agent from its HF directory, real BPE prompts of different lengths,
+left-padded), with interleaved repetitions of three candidates:
 
 * hacrl `sample` (records the untruncated per-token log-probs the trainer needs),
 * `model.generate` (no log-probs),
