@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hacrl.tasks.benchmarks import reference_response
 from hacrl.tasks.math import (
     BENCHMARK_FILES,
     clear_score_cache,
@@ -55,15 +56,6 @@ def _raw_rows(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def reference_response(name: str, row: dict[str, Any]) -> str:
-    """The response that should score 1.0 against the row's gold (module doc)."""
-    if name.startswith("gsm8k"):
-        return str(row["answer"])
-    if name in ("math_train", "math", "math500", "minerva"):
-        return str(row["solution"])
-    if name == "olympiadbench":
-        return "\\boxed{" + ", ".join(row["final_answer"]) + "}"
-    return "\\boxed{" + str(row["answer"]) + "}"  # aime2025 (string), amc23 (float)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import shipped_math_data
-from hacrl.tasks.benchmarks import SHIPPED_ROWS
+from hacrl.tasks.benchmarks import SHIPPED_ROWS, reference_response
 from hacrl.tasks.math import (
     BENCHMARK_FILES,
     BenchmarkDataError,
@@ -48,14 +48,6 @@ def _raw_rows(path: Path, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _reference(name: str, row: dict[str, Any]) -> str:
-    if name.startswith("gsm8k"):
-        return str(row["answer"])
-    if name in ("math_train", "math", "math500", "minerva"):
-        return str(row["solution"])
-    if name == "olympiadbench":
-        return "\\boxed{" + ", ".join(row["final_answer"]) + "}"
-    return "\\boxed{" + str(row["answer"]) + "}"
 
 
 @pytest.mark.parametrize("name", list(BENCHMARK_FILES))
@@ -74,7 +66,7 @@ def test_shipped_file_loads(name: str, data_dir: Path) -> None:
 def test_gold_solution_scores_one(name: str, data_dir: Path) -> None:
     problems = load_benchmark(name, data_dir, limit=FIRST_ROWS)
     rows = _raw_rows(data_dir / BENCHMARK_FILES[name], len(problems))
-    got = score_many([_reference(name, r) for r in rows], [p.answer for p in problems])
+    got = score_many([reference_response(name, r) for r in rows], [p.answer for p in problems])
     misses = [(p.id, p.answer) for p, s in zip(problems, got, strict=True) if s != 1.0]
     assert not misses
 

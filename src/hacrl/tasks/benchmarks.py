@@ -341,6 +341,19 @@ def load_benchmark(
     return problems
 
 
+def reference_response(name: str, row: Mapping[str, Any]) -> str:
+    """A response that must score 1.0 against a raw row's gold: the row's own worked solution where the
+    file has one (MATH, MATH-500, Minerva, GSM8K), else the gold answer boxed. Used to check that the
+    answer checker agrees with every shipped file (benchmarks/math_gold_agreement.py and the tests)."""
+    if name.startswith("gsm8k"):
+        return str(row["answer"])
+    if name in ("math_train", "math", "math500", "minerva"):
+        return str(row["solution"])
+    if name == "olympiadbench":
+        return "\\boxed{" + ", ".join(row["final_answer"]) + "}"
+    return "\\boxed{" + str(row["answer"]) + "}"  # aime2025 (string), amc23 (float)
+
+
 __all__ = [
     "BENCHMARK_FILES",
     "DATA_ENV",
@@ -348,4 +361,5 @@ __all__ = [
     "BenchmarkDataError",
     "default_data_dir",
     "load_benchmark",
+    "reference_response",
 ]
