@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from hacrl.tasks.base import Problem
+from hacrl.tasks.base import Problem, check_same_length
 
 KINDS = ("add", "mul")
 """Problem kinds this task knows, in their canonical order."""
@@ -194,8 +194,7 @@ class ArithmeticTask:
         return self._splits[0]
 
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
-        if len(problems) != len(completions):
-            raise ValueError(f"score: {len(problems)} problems but {len(completions)} completions")
+        check_same_length(problems, completions)
         return [verify(p, c) for p, c in zip(problems, completions, strict=True)]
 
     # -- helpers ----------------------------------------------------------------------------------------

@@ -72,7 +72,32 @@ class RewardStats:
         return (self.exceptions + self.invalid_values) / max(self.scored, 1)
 
 
-class FunctionRewardTask:
+def check_same_length(problems: Sequence[Problem], completions: Sequence[str]) -> None:
+    """A scorer gets one completion per problem; anything else is a caller bug worth a clear message."""
+    if len(problems) != len(completions):
+        raise ValueError(f"score: {len(problems)} problems but {len(completions)} completions")
+
+
+class FixedSplits:
+    """The part most tasks share: a fixed training split and a fixed held-out split, both non-empty."""
+
+    def __init__(self, name: str, train: Sequence[Problem], evaluation: Sequence[Problem]) -> None:
+        if not train:
+            raise ValueError(f"task {name!r}: the training set is empty")
+        if not evaluation:
+            raise ValueError(f"task {name!r}: the evaluation set is empty")
+        self.name = name
+        self._train = list(train)
+        self._eval = list(evaluation)
+
+    def train_problems(self) -> Sequence[Problem]:
+        return self._train
+
+    def eval_problems(self) -> Sequence[Problem]:
+        return self._eval
+
+
+class FunctionRewardTask(FixedSplits):
     """Wraps a user's TRL-style reward function (and the problems it scores) as a Task.
 
     A function that raises scores the whole call 0.0 and is counted; a value that is None, NaN or not a
@@ -91,27 +116,14 @@ class FunctionRewardTask:
         max_error_rate: float = 0.5,
         min_calls_before_abort: int = 3,
     ) -> None:
-        if not train:
-            raise ValueError(f"task {name!r}: the training set is empty")
-        if not evaluation:
-            raise ValueError(f"task {name!r}: the evaluation set is empty")
-        self.name = name
-        self._train = list(train)
-        self._eval = list(evaluation)
+        super().__init__(name, train, evaluation)
         self._fn = reward_fn
         self.max_error_rate = max_error_rate
         self.min_calls_before_abort = min_calls_before_abort
         self.stats = RewardStats()
 
-    def train_problems(self) -> Sequence[Problem]:
-        return self._train
-
-    def eval_problems(self) -> Sequence[Problem]:
-        return self._eval
-
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
-        if len(problems) != len(completions):
-            raise ValueError(f"score: {len(problems)} problems but {len(completions)} completions")
+        check_same_length(problems, completions)
         self.stats.calls += 1
         self.stats.scored += len(completions)
         columns = _columns_of(problems)

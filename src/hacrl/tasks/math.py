@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from hacrl.tasks.base import Problem
+from hacrl.tasks.base import FixedSplits, Problem, check_same_length
 
 logger = logging.getLogger(__name__)
 
@@ -843,7 +843,7 @@ def score(response: str, gold: str, *, timeout_s: float | None = DEFAULT_TIMEOUT
 # --------------------------------------------------------------------------------------------------------
 
 
-class MathTask:
+class MathTask(FixedSplits):
     """A math task: problems with gold answers, scored by `score` (binary reward).
 
     The training and evaluation problems must not share a prompt: held-out accuracy is meaningless
@@ -858,10 +858,7 @@ class MathTask:
         name: str = "math",
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
-        if not train:
-            raise ValueError(f"task {name!r}: the training set is empty")
-        if not evaluation:
-            raise ValueError(f"task {name!r}: the evaluation set is empty")
+        super().__init__(name, train, evaluation)
         train_prompts = {p.prompt.strip() for p in train}
         overlap = [p for p in evaluation if p.prompt.strip() in train_prompts]
         if overlap:
@@ -869,10 +866,7 @@ class MathTask:
                 f"task {name!r}: {len(overlap)} evaluation problems also appear in the training set "
                 f"(first: {overlap[0].id!r}); use disjoint splits"
             )
-        self.name = name
         self.timeout_s = timeout_s
-        self._train = list(train)
-        self._eval = list(evaluation)
 
     @classmethod
     def from_benchmarks(
@@ -900,15 +894,8 @@ class MathTask:
         eval_rows = [p for n in eval_names for p in load_benchmark(n, data_dir, limit=max_eval)]
         return cls(train_rows, eval_rows, name=name or f"{train}->{'+'.join(eval_names)}", timeout_s=timeout_s)
 
-    def train_problems(self) -> Sequence[Problem]:
-        return self._train
-
-    def eval_problems(self) -> Sequence[Problem]:
-        return self._eval
-
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
-        if len(problems) != len(completions):
-            raise ValueError(f"score: {len(problems)} problems but {len(completions)} completions")
+        check_same_length(problems, completions)
         return score_many(list(completions), [p.answer for p in problems], timeout_s=self.timeout_s)
 
 
