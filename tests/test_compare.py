@@ -214,6 +214,9 @@ def test_aggregation_math_on_hand_made_runs(tmp_path: Path) -> None:
     assert "| Warm start | 40.0 | 60.0 | 20.0 | 0 | 0 | - |" in table
     assert "| b | 30.0 | 30.0 | **no** | 30.0 | yes | 32 (32) | 128 | yes | **no** |" in table
     assert "Overall: **not met** (missed for `b`)." in table
+    # Diagnostics from the runs' train records (reward 0.5 at every step; no cross metrics logged).
+    assert h["diagnostics"]["reward_first"] == pytest.approx(0.5) and h["diagnostics"]["grad_norm"] is None
+    assert "Training diagnostics of `a`" in table and "| HACPO | 50% → 50% | - |" in table
     assert json.loads(paths[0].read_text())["target_check"]["agents"]["a"]["all_met"] is True
 
 

@@ -42,6 +42,7 @@ import yaml
 
 from hacrl.algorithms.presets import PRESETS
 from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict, read_yaml_mapping
+from hacrl.run_diagnostics import diagnostics_table, mean_over_runs, summarise_agent
 
 logger = logging.getLogger(__name__)
 
@@ -353,9 +354,9 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "per_seed": list(values)}
 
 
-def _evals(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Evaluation records per agent, one per step (the last one wins), sorted by step."""
-    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+def _records(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """(evaluation records, training records) per agent, one per step (the last one wins), sorted by step."""
+    by_key: dict[str, dict[tuple[str, int], dict[str, Any]]] = {"eval": {}, "train": {}}
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
@@ -363,22 +364,27 @@ def _evals(path: Path) -> dict[str, list[dict[str, Any]]]:
             record = json.loads(line)
         except ValueError:
             continue  # a torn line can only be the last line of a killed run; finished runs have none
-        if record.get("type") == "eval":
-            by_key[(record["agent"], int(record["step"]))] = record
-    out: dict[str, list[dict[str, Any]]] = {}
-    for (agent, _), record in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        out.setdefault(agent, []).append(record)
-    return out
+        if record.get("type") in by_key:
+            by_key[record["type"]][(record["agent"], int(record["step"]))] = record
+    grouped: list[dict[str, list[dict[str, Any]]]] = []
+    for kind in ("eval", "train"):
+        out: dict[str, list[dict[str, Any]]] = {}
+        for (agent, _), record in sorted(by_key[kind].items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            out.setdefault(agent, []).append(record)
+        grouped.append(out)
+    return grouped[0], grouped[1]
 
 
 def load_run(directory: Path) -> dict[str, Any]:
-    """One finished run's numbers: summary.json, the eval curves from metrics.jsonl and compare's record."""
+    """One finished run's numbers: summary.json, the eval curves and training records from metrics.jsonl,
+    and compare's record."""
     summary_path, metrics_path = directory / "summary.json", directory / "metrics.jsonl"
     missing = [p.name for p in (summary_path, metrics_path) if not p.is_file()]
     if missing:
         raise ConfigError(f"{directory}: no {' or '.join(missing)}; the run has not finished (rerun compare)")
     record_path = directory / RUN_RECORD
-    return {"summary": _read_json(summary_path), "evals": _evals(metrics_path),
+    evals, train = _records(metrics_path)
+    return {"summary": _read_json(summary_path), "evals": evals, "train": train,
             "record": _read_json(record_path) if record_path.is_file() else None}
 
 
@@ -473,6 +479,7 @@ def aggregate(out: Path, algorithms: Sequence[str], seeds: Sequence[int], *, set
             entry["kinds"] = {k: _stats([float(x.get(k) or 0.0) for x in afters]) for k in kinds}
             entry["wall_seconds"] = _stats([float(r["summary"]["wall_seconds"]) for r in algo_runs])
             entry["curve"] = _curve(algo_runs, agent, kinds)
+            entry["diagnostics"] = mean_over_runs([summarise_agent(r["train"].get(agent, [])) for r in algo_runs])
             per_algo[a] = entry
         agent_results[agent] = {"warm_start": math.fsum(warm_values.values()) / len(warm_values),
                                 "warm_start_kinds": warm_kinds, "kinds": kinds, "algorithms": per_algo}
@@ -584,6 +591,8 @@ def render_table(results: dict[str, Any]) -> str:
               f"(equal for every algorithm), mean ± std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}; "
               "sample std). Rollouts and updates are per agent (mean over seeds); wall is training seconds per "
               "run (all agents, evaluation excluded). **Bold**: best mean per accuracy column.", ""]
+    if results.get("eval_problems"):
+        lines += [evaluation_noise_note(results), ""]
     for warning in results.get("warnings", []):
         lines += [f"> warning: {warning}", ""]
     for agent, res in results["agents"].items():
@@ -607,6 +616,11 @@ def render_table(results: dict[str, Any]) -> str:
                   "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
+        if all("diagnostics" in res["algorithms"][a] for a in algorithms):
+            lines += [f"Training diagnostics of `{agent}` (mean over seeds of the per-step values in metrics.jsonl; "
+                      "train reward is sampled at the training temperature on that step's fresh prompts):", ""]
+            lines += diagnostics_table([(display_name(a), res["algorithms"][a]["diagnostics"]) for a in algorithms])
+            lines.append("")
     lines += render_target_section(results)
     lines += ["## Runs", "", "| Algorithm | Seed | Steps | Status | Train wall (s) | Wall incl. eval (s) | "
               "Final accuracy (%) |", "|---|---:|---:|---|---:|---:|---|"]
@@ -616,6 +630,20 @@ def render_table(results: dict[str, Any]) -> str:
         lines.append(f"| {display_name(run['algorithm'])} | {run['seed']} | {run['steps']} | "
                      f"{run.get('status', '-')} | {run['train_wall_seconds']:.0f} | {wall} | {finals} |")
     return "\n".join(lines) + "\n"
+
+
+def evaluation_noise_note(results: dict[str, Any]) -> str:
+    """One sentence giving the scale of evaluation noise, so a reader does not over-read a small gap: the
+    binomial standard error of ONE greedy evaluation of this split at the agents' warm-start accuracies."""
+    n, seeds = int(results["eval_problems"]), len(results["seeds"])
+    errors = sorted(f"{100 * math.sqrt(max(r['warm_start'] * (1 - r['warm_start']), 0.0) / n):.1f}"
+                    for r in results["agents"].values())
+    spread = errors[0] if errors[0] == errors[-1] else f"{errors[0]}-{errors[-1]}"
+    text = (f"Scale of the noise: one evaluation of {n} problems has a binomial standard error of {spread} "
+            "points at these accuracies")
+    if seeds > 1:
+        text += f"; a mean over {seeds} seeds still carries that divided by {math.sqrt(seeds):.1f}"
+    return text + " (per-kind columns use a fraction of the problems and are noisier)."
 
 
 def render_target_section(results: dict[str, Any]) -> list[str]:

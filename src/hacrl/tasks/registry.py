@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hacrl.config import ConfigError, TaskConfig
-from hacrl.tasks.base import FunctionRewardTask, Problem, RewardFunction, Task
+from hacrl.tasks.base import FixedSplits, FunctionRewardTask, Problem, RewardFunction, Task
 
 TASK_NAMES = ("arithmetic", "math")
 
@@ -55,7 +55,7 @@ def load_reward_function(spec: str) -> RewardFunction:
     return fn
 
 
-class HeldOutHalf:
+class HeldOutHalf(FixedSplits):
     """One half of a task's held-out split, balanced over problem kinds.
 
     `validation` is every other held-out problem of each kind; `test-holdout` is the rest. Tune
@@ -69,17 +69,11 @@ class HeldOutHalf:
             by_kind.setdefault(p.kind, []).append(p)
         parity = 0 if half == "validation" else 1
         chosen = {p.id for ps in by_kind.values() for i, p in enumerate(ps) if i % 2 == parity}
-        self._eval = [p for p in task.eval_problems() if p.id in chosen]
-        if not self._eval:
+        evaluation = [p for p in task.eval_problems() if p.id in chosen]
+        if not evaluation:
             raise ConfigError(f"task.eval_split: {half!r} is empty: the held-out split has too few problems")
-        self.name = f"{task.name}[{half}]"
+        super().__init__(f"{task.name}[{half}]", task.train_problems(), evaluation)
         self._task = task
-
-    def train_problems(self) -> Sequence[Problem]:
-        return self._task.train_problems()
-
-    def eval_problems(self) -> Sequence[Problem]:
-        return self._eval
 
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
         return self._task.score(problems, completions)
