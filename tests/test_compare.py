@@ -202,6 +202,10 @@ def test_aggregation_math_on_hand_made_runs(tmp_path: Path) -> None:
     assert ca["hacpo_rollouts_to_target"] == 64 and ca["hacpo_rollouts_to_target_interpolated"] == pytest.approx(
         32 + 32 * 0.1 / 0.15)
     assert ca["rollout_fraction"] == pytest.approx(0.5) and ca["half_rollouts_met"] and ca["all_met"]
+    # Paired by seed: HACPO - GSPO = 0.6 - 0.5, 0.8 - 0.6 -> mean 0.15, sample std sqrt(0.005).
+    assert ca["paired_vs_gspo"]["per_seed"] == pytest.approx([0.1, 0.2])
+    assert ca["paired_vs_gspo"]["mean"] == pytest.approx(0.15) and ca["paired_vs_gspo"]["std"] == pytest.approx(
+        math.sqrt(0.005))
     # Agent b: HACPO ties GSPO (0.3 vs 0.3): not "better", reported as a miss; ties GSPO x2 (0.3): ">=" holds,
     # and its curve reaches 0.3 at 32 rollouts, a quarter of GSPO x2's.
     assert not cb["hacpo_gt_gspo"] and cb["hacpo_ge_gspo_x2"] and not cb["all_met"]
@@ -214,6 +218,7 @@ def test_aggregation_math_on_hand_made_runs(tmp_path: Path) -> None:
     assert "| Warm start | 40.0 | 60.0 | 20.0 | 0 | 0 | - |" in table
     assert "| b | 30.0 | 30.0 | **no** | 30.0 | yes | 32 (32) | 128 | yes | **no** |" in table
     assert "Overall: **not met** (missed for `b`)." in table
+    assert "* `a`: HACPO - GSPO +10.0, +20.0 (+15.0 ± 7.1); HACPO - GSPO x2 +0.0, +10.0 (+5.0 ± 7.1)" in table
     # Diagnostics from the runs' train records (reward 0.5 at every step; no cross metrics logged).
     assert h["diagnostics"]["reward_first"] == pytest.approx(0.5) and h["diagnostics"]["grad_norm"] is None
     assert "Training diagnostics of `a`" in table and "| HACPO | 50% → 50% | - |" in table

@@ -519,6 +519,11 @@ def rollouts_to_reach(rollouts: Sequence[float], accuracy: Sequence[float], targ
     return None, None
 
 
+def _paired(ours: Sequence[float], theirs: Sequence[float]) -> dict[str, Any]:
+    diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
+    return {"per_seed": diffs, **dict(zip(("mean", "std"), mean_std(diffs), strict=True))}
+
+
 def target_check(results: dict[str, Any]) -> dict[str, Any]:
     """Per agent: HACPO mean > GSPO mean; HACPO mean >= GSPO x2 mean; and the rollouts at which HACPO's mean
     curve first reaches GSPO x2's final mean versus half of GSPO x2's rollouts. Misses are reported as such.
@@ -552,6 +557,10 @@ def target_check(results: dict[str, Any]) -> dict[str, Any]:
             # GSPO x2 ended no better than the warm start: "reaching" its accuracy then costs nothing and says
             # nothing about HACPO; flagged so such a pass is never read as evidence.
             "target_at_or_below_warm_start": target <= res["warm_start"] + TOLERANCE,
+            # Seeds share the prompt order across algorithms, so per-seed differences are paired: their spread
+            # says whether a gap between means is larger than what reseeding alone produces.
+            "paired_vs_gspo": _paired(h["per_seed"], g["per_seed"]),
+            "paired_vs_gspo_x2": _paired(h["per_seed"], x2["per_seed"]),
         }
         check["all_met"] = bool(check["hacpo_gt_gspo"] and check["hacpo_ge_gspo_x2"] and check["half_rollouts_met"])
         per_agent[agent] = check
@@ -633,17 +642,16 @@ def render_table(results: dict[str, Any]) -> str:
 
 
 def evaluation_noise_note(results: dict[str, Any]) -> str:
-    """One sentence giving the scale of evaluation noise, so a reader does not over-read a small gap: the
-    binomial standard error of ONE greedy evaluation of this split at the agents' warm-start accuracies."""
-    n, seeds = int(results["eval_problems"]), len(results["seeds"])
+    """One sentence on the two scales of noise, so a reader does not over-read a small gap: the seed-to-seed
+    spread (the ± column, all runs scored on the same problems) and the binomial standard error that one
+    evaluation of this split carries as an estimate of accuracy on unseen problems."""
+    n = int(results["eval_problems"])
     errors = sorted(f"{100 * math.sqrt(max(r['warm_start'] * (1 - r['warm_start']), 0.0) / n):.1f}"
                     for r in results["agents"].values())
     spread = errors[0] if errors[0] == errors[-1] else f"{errors[0]}-{errors[-1]}"
-    text = (f"Scale of the noise: one evaluation of {n} problems has a binomial standard error of {spread} "
-            "points at these accuracies")
-    if seeds > 1:
-        text += f"; a mean over {seeds} seeds still carries that divided by {math.sqrt(seeds):.1f}"
-    return text + " (per-kind columns use a fraction of the problems and are noisier)."
+    return (f"Noise: every run is scored on the same {n} problems, so ± is the seed-to-seed spread on this split; "
+            f"as an estimate of accuracy on unseen problems, one evaluation also carries a binomial standard error "
+            f"of about {spread} points at the warm-start accuracies (per-kind columns, on fewer problems, more).")
 
 
 def render_target_section(results: dict[str, Any]) -> list[str]:
@@ -665,6 +673,14 @@ def render_target_section(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {agent} | {_pct(c['hacpo_mean'])} | {_pct(c['gspo_mean'])} | {_yes(c['hacpo_gt_gspo'])} | "
                      f"{_pct(c['gspo_x2_mean'])} | {_yes(c['hacpo_ge_gspo_x2'])} | {reach} | "
                      f"{c['gspo_x2_rollouts']} | {_yes(c['half_rollouts_met'])} | {_yes(c['all_met'])} |")
+    lines += ["", "Per-seed differences (same seed = same prompt order), in points, mean ± std:", ""]
+    for agent, c in check["agents"].items():
+        parts = []
+        for label, key in (("HACPO - GSPO", "paired_vs_gspo"), ("HACPO - GSPO x2", "paired_vs_gspo_x2")):
+            d = c[key]
+            seeds = ", ".join(f"{100 * v:+.1f}" for v in d["per_seed"])
+            parts.append(f"{label} {seeds} ({100 * d['mean']:+.1f} ± {100 * d['std']:.1f})")
+        lines.append(f"* `{agent}`: " + "; ".join(parts))
     misses = [agent for agent, c in check["agents"].items() if not c["all_met"]]
     lines += ["", "Overall: met for every agent." if check["all_met"] else
               f"Overall: **not met** (missed for {', '.join(f'`{m}`' for m in misses)}).", ""]
