@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from hacrl.compare import (
     DEFAULT_ALGORITHMS,
     aggregate,
     build_run_config,
+    config_differences,
     load_base,
     parse_algorithms,
     parse_seeds,
@@ -26,8 +28,9 @@ from hacrl.compare import (
     run_dir,
     write_report,
 )
-from hacrl.config import ConfigError
+from hacrl.config import ConfigError, config_from_dict
 from hacrl.models import zoo
+from hacrl.tasks.registry import make_task
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_efficiency"
 
@@ -121,6 +124,20 @@ def test_benchmark_configs_use_the_zoo_pairs(tmp_path: Path, setting: str) -> No
         assert [a.model for a in cfg.agents] == [f"zoo:{r}" for r in zoo.PAIRS[setting]]
         assert cfg.algorithm.name == algo and cfg.seed == 1 and cfg.task.name == "arithmetic"
         assert Path(cfg.output_dir) == run_dir(tmp_path, algo, 1)
+
+
+@pytest.mark.parametrize("setting", ["state", "model"])
+def test_balanced_configs_change_only_the_training_mix(setting: str) -> None:
+    """The *-balanced benchmarks must differ from their base only in the training split (50/50 over kinds),
+    keeping the agents, hyperparameters and, above all, the held-out split, so the two tables compare."""
+    base, balanced = (load_base(BENCHMARKS / f"{name}.yaml") for name in (setting, f"{setting}-balanced"))
+    differences = config_differences(base, balanced)
+    assert differences and all(d.startswith("task.options") for d in differences), differences
+    tasks = [make_task(config_from_dict(c).task) for c in (base, balanced)]
+    assert [p.id for p in tasks[0].eval_problems()] == [p.id for p in tasks[1].eval_problems()]
+    kinds = Counter(p.kind for p in tasks[1].train_problems())
+    assert kinds == {"add": 470, "mul": 470}
+    assert {p.id for p in tasks[1].train_problems()} <= {p.id for p in tasks[0].train_problems()}
 
 
 # ------------------------------------------------------------------------------ hand-made run directories
