@@ -270,3 +270,23 @@ def test_rollouts_to_reach() -> None:
     assert rollouts_to_reach([0, 10, 20], [0.1, 0.2, 0.4], 0.3) == (pytest.approx(15.0), 20.0)
     assert rollouts_to_reach([0, 10], [0.5, 0.6], 0.3) == (0.0, 0.0)
     assert rollouts_to_reach([0, 10], [0.1, 0.2], 0.3) == (None, None)
+
+
+def test_cross_setting_summary_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/learning_efficiency/summary.py builds the README headline from results.json files."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("le_summary", BENCHMARKS / "summary.py")
+    assert spec is not None and spec.loader is not None
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    hand_made(tmp_path)
+    paths = write_report(aggregate(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1], setting="hand"), tmp_path)
+    assert summary.main([str(paths[0])]) == 0
+    out = capsys.readouterr().out
+    assert "| hand | a | 40.0 | 55.0 ± 7.1 | 65.0 ± 7.1 | 70.0 ± 14.1 | +15.0 ± 7.1 | met |" in out
+    assert "| hand | b | 20.0 | 30.0 ± 0.0 | 30.0 ± 14.1 | 30.0 ± 0.0 | +0.0 ± 0.0 | **not met** |" in out
+    results = json.loads(paths[0].read_text())
+    del results["agents"]["a"]["algorithms"]["gspo_x2"]
+    with pytest.raises(SystemExit, match="needs GSPO, GSPO x2 and HACPO"):
+        summary.summary_rows(results)
