@@ -20,6 +20,7 @@ from hacrl.compare import (
     aggregate,
     build_run_config,
     config_differences,
+    cpu_model,
     load_base,
     parse_algorithms,
     parse_seeds,
@@ -59,6 +60,10 @@ def test_compare_runs_skips_resumes_and_refuses(tmp_path: Path, capsys: pytest.C
     assert results["setting"] == "test" and results["algorithms"] == ["gspo", "hacpo"]  # canonical order
     assert results["seeds"] == [0, 1] and results["steps"] == 2 and results["warnings"] == []
     assert results["command"].startswith("hacrl compare ") and results["machine"]["cpu_count"] >= 1
+    table = (out / "table.md").read_text()
+    assert f"transformers {results['machine']['transformers']}" in table
+    if cpu_model() is not None:  # Linux: each run records the CPU it trained on, the table names it
+        assert results["run_cpus"] == [cpu_model()] and f"Runs trained on: {cpu_model()}" in table
     assert set(results["agents"]) == {"char", "bpe"}
     for res in results["agents"].values():
         assert isinstance(res["warm_start"], float)
@@ -97,6 +102,10 @@ def test_compare_runs_skips_resumes_and_refuses(tmp_path: Path, capsys: pytest.C
     assert lines_with(printed, "resuming from step 2")
     record = json.loads((run_dir(out, "gspo", 0) / "compare_run.json").read_text())
     assert [(a["from_step"], a["to_step"]) for a in record["attempts"]] == [(0, 2), (2, 3)]
+    # Each attempt records its own time (training is part of its wall time), not the run's running total.
+    assert all(0 < a["train_wall_seconds"] <= a["wall_seconds"] for a in record["attempts"])
+    summary_wall = json.loads((run_dir(out, "gspo", 0) / "summary.json").read_text())["wall_seconds"]
+    assert sum(a["train_wall_seconds"] for a in record["attempts"]) == pytest.approx(summary_wall)
     assert json.loads((out / "results.json").read_text())["runs"][0]["status"] == "resumed"
 
     # A run directory written with other settings is refused, not mixed into the table.
@@ -284,8 +293,8 @@ def test_cross_setting_summary_script(tmp_path: Path, capsys: pytest.CaptureFixt
     paths = write_report(aggregate(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1], setting="hand"), tmp_path)
     assert summary.main([str(paths[0])]) == 0
     out = capsys.readouterr().out
-    assert "| hand | a | 40.0 | 55.0 ± 7.1 | 65.0 ± 7.1 | 70.0 ± 14.1 | +15.0 ± 7.1 | met |" in out
-    assert "| hand | b | 20.0 | 30.0 ± 0.0 | 30.0 ± 14.1 | 30.0 ± 0.0 | +0.0 ± 0.0 | **not met** |" in out
+    assert "| hand | 2 | a | 40.0 | 55.0 ± 7.1 | 65.0 ± 7.1 | 70.0 ± 14.1 | +15.0 ± 7.1 | met |" in out
+    assert "| hand | 2 | b | 20.0 | 30.0 ± 0.0 | 30.0 ± 14.1 | 30.0 ± 0.0 | +0.0 ± 0.0 | **not met** |" in out
     results = json.loads(paths[0].read_text())
     del results["agents"]["a"]["algorithms"]["gspo_x2"]
     with pytest.raises(SystemExit, match="needs GSPO, GSPO x2 and HACPO"):

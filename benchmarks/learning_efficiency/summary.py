@@ -3,8 +3,9 @@
 
     python benchmarks/learning_efficiency/summary.py docs/results/{state,size,model,trio}/results.json
 
-Per agent and setting: warm start, GSPO, GSPO x2 and HACPO final held-out accuracy (mean ± std over seeds), the
-per-seed paired difference HACPO - GSPO, and whether the target (HACPO > GSPO, >= GSPO x2, half the rollouts) held.
+Per agent and setting (with its number of training steps): warm start, GSPO, GSPO x2 and HACPO final held-out
+accuracy (mean ± std over seeds), the per-seed paired difference HACPO - GSPO, and whether the target (HACPO > GSPO,
+>= GSPO x2, half the rollouts) held.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def summary_rows(results: dict[str, Any]) -> list[str]:
         c = check["agents"][agent]
         paired = c["paired_vs_gspo"]
         verdict = "met" if c["all_met"] else "**not met**"
-        rows.append(f"| {results['setting']} | {agent} | {100 * res['warm_start']:.1f} | {_cell(algos['gspo'])} | "
+        rows.append(f"| {results['setting']} | {results['steps']} | {agent} | {100 * res['warm_start']:.1f} | "
+                    f"{_cell(algos['gspo'])} | "
                     f"{_cell(algos['gspo_x2'])} | {_cell(algos['hacpo'])} | "
                     f"{100 * paired['mean']:+.1f} ± {100 * paired['std']:.1f} | {verdict} |")
     return rows
@@ -40,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", type=Path, help="results.json files written by hacrl compare")
     args = parser.parse_args(argv)
-    lines = ["| setting | agent | warm start | GSPO | GSPO x2 | HACPO | HACPO - GSPO, paired by seed | target |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| setting | steps | agent | warm start | GSPO | GSPO x2 | HACPO "
+             "| HACPO - GSPO, paired by seed | target |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for path in args.results:
         lines += summary_rows(json.loads(path.read_text()))
     print("\n".join(lines))

@@ -228,13 +228,16 @@ def execute_run(cfg: RunConfig) -> dict[str, Any]:
     started = _now()
     trainer = Trainer(cfg, resume=True)
     from_step = trainer.step
+    train_wall_before = trainer.wall_seconds  # restored from the checkpoint: the run's total, not this attempt's
     try:
         summary = trainer.run()
     finally:
         trainer.close()
     attempt = {"started": started, "from_step": from_step, "to_step": summary.steps,
-               "wall_seconds": time.perf_counter() - start, "train_wall_seconds": summary.wall_seconds,
-               "stopped_early": summary.stopped_early, "eval_problems": len(trainer.eval_problems)}
+               "wall_seconds": time.perf_counter() - start,
+               "train_wall_seconds": summary.wall_seconds - train_wall_before,
+               "stopped_early": summary.stopped_early, "eval_problems": len(trainer.eval_problems),
+               "cpu_model": cpu_model()}
     _append_record(Path(cfg.output_dir), attempt)
     if summary.stopped_early:
         print(f"{cfg.output_dir}: stopped at step {summary.steps} on a signal; rerun the same command to resume",
@@ -324,16 +327,31 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine_info() -> dict[str, Any]:
-    """What the timings were measured on."""
+    """What the numbers were measured on. The CPU model matters beyond timings: the same zoo recipe, code and
+    library versions built different warm-start weights on an Intel Xeon and on an AMD EPYC (most likely their
+    float kernels), so a table's accuracies are reproducible to the bit only on the kind of CPU it names."""
     info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                            "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+                            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
     try:
         import torch
+        import transformers
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
-    except ImportError:  # pragma: no cover - torch is a dependency
+        info["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover - both are dependencies
         pass
     return info
 
@@ -452,6 +470,9 @@ def aggregate(out: Path, algorithms: Sequence[str], seeds: Sequence[int], *, set
             "attempts": len(attempts),
             "final": {n: summary["after"][n].get("accuracy") for n in agents},
         })
+    # The report may be rendered on another machine than the one that trained: keep where each run trained.
+    run_cpus = sorted({at["cpu_model"] for run in runs.values() for at in (run["record"] or {}).get("attempts", [])
+                       if at.get("cpu_model")})
     eval_problems = next((at.get("eval_problems") for run in runs.values()
                           for at in (run["record"] or {}).get("attempts", []) if at.get("eval_problems")), None)
 
@@ -490,6 +511,7 @@ def aggregate(out: Path, algorithms: Sequence[str], seeds: Sequence[int], *, set
         "seeds": seeds,
         "steps": steps,
         "eval_problems": eval_problems,
+        "run_cpus": run_cpus,
         "std": "sample standard deviation over seeds (ddof=1); 0 for a single seed",
         "agents": agent_results,
         "runs": run_rows,
@@ -593,8 +615,14 @@ def render_table(results: dict[str, Any]) -> str:
         lines += [f"Command: `{results['command']}`  ", ""]
     machine = results.get("machine") or {}
     if results.get("date") or machine:
-        lines += [f"Date: {results.get('date', '?')}; machine: {machine.get('platform', '?')}, "
-                  f"{machine.get('cpu_count', '?')} CPUs, torch {machine.get('torch', '?')}  ", ""]
+        cpu = f"{machine['cpu_model']}, " if machine.get("cpu_model") else ""
+        lines += [f"Date: {results.get('date', '?')}; machine: {machine.get('platform', '?')}, {cpu}"
+                  f"{machine.get('cpu_count', '?')} CPUs, torch {machine.get('torch', '?')}"
+                  + (f", transformers {machine['transformers']}" if machine.get("transformers") else "") + "  ", ""]
+    if results.get("run_cpus"):
+        lines += [f"Runs trained on: {'; '.join(results['run_cpus'])} (the date and machine above are the "
+                  "report's; zoo warm starts, and so every accuracy, are bitwise-reproducible only on the same "
+                  "kind of CPU)  ", ""]
     problems = f" ({results['eval_problems']} problems)" if results.get("eval_problems") else ""
     lines += [f"Final greedy accuracy (%) on the held-out split{problems} after {results['steps']} training steps "
               f"(equal for every algorithm), mean ± std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}; "

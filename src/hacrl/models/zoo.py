@@ -13,11 +13,14 @@ Recipes: ``gpt2-char-add`` and ``gpt2-char-mul`` (STATE pair: same GPT-2 4x128, 
 mixes), ``gpt2-char-small`` (SIZE pair with ``gpt2-char-add``: 3x96, same mix), ``llama-bpe-mul`` (MODEL
 pair with ``gpt2-char-mul``: Llama + byte-level BPE; the demo pair). ``test-*`` recipes build in a second.
 
-A built agent is an ordinary Hugging Face directory (``config.json``, ``model.safetensors``, tokenizer
-files) plus ``hacrl_agent.json`` (prompt template, recipe, measured greedy accuracy), so the loader that
-serves real models serves these too. Builds are deterministic for a recipe (bitwise-identical weights on
-CPU: one thread, fixed seeds, a fixed data order), cached under a key that hashes every recipe field, and
-written atomically (temp directory + ``os.replace``), so a killed build never looks complete.
+A built agent is an ordinary Hugging Face directory (``config.json``, ``model.safetensors``, tokenizer files)
+plus ``hacrl_agent.json`` (prompt template, recipe, measured greedy accuracy), so the loader that serves real
+models serves these too. Builds are deterministic for a recipe on one CPU model (bitwise-identical weights:
+one thread, fixed seeds, a fixed data order; transformers 5.23 and 5.24 built the same bytes), but not
+necessarily across machines: an AMD EPYC built other weights than the Intel Xeon behind the committed results
+(warm-start greedy accuracy of ``gpt2-char-add`` 39.0% vs 39.4%; same code and versions, so most likely the
+CPU's float kernels). Builds are cached under a key that hashes every recipe field, and written atomically
+(temp directory + ``os.replace``), so a killed build never looks complete.
 
 Conventions every consumer of these agents must follow (they are how the warm start trained them):
 
