@@ -20,7 +20,6 @@ from hacrl.compare import (
     aggregate,
     build_run_config,
     config_differences,
-    cpu_model,
     load_base,
     parse_algorithms,
     parse_seeds,
@@ -30,6 +29,7 @@ from hacrl.compare import (
     write_report,
 )
 from hacrl.config import ConfigError, config_from_dict
+from hacrl.machine import cpu_model
 from hacrl.models import zoo
 from hacrl.tasks.registry import make_task
 

@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hacrl.machine import cpu_model as machine_cpu_model
+
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO / "docs" / "results"
 
@@ -48,13 +50,7 @@ def describe_model(model_dir: Path) -> str:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return machine_cpu_model() or platform.processor() or "unknown"
 
 
 def versions(*packages: str) -> dict[str, str]:

@@ -42,6 +42,7 @@ import yaml
 
 from hacrl.algorithms.presets import PRESETS
 from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict, read_yaml_mapping
+from hacrl.machine import cpu_model
 from hacrl.run_diagnostics import diagnostics_table, mean_over_runs, summarise_agent
 
 logger = logging.getLogger(__name__)
@@ -327,21 +328,9 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), or None where it cannot be read."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on. The CPU model matters beyond timings: the same zoo recipe, code and
-    library versions built different warm-start weights on an Intel Xeon and on an AMD EPYC (most likely their
-    float kernels), so a table's accuracies are reproducible to the bit only on the kind of CPU it names."""
+    """Where the report was rendered and with which library versions (each run's own CPU is recorded per
+    attempt, see `execute_run`: it decides the zoo weights, see `hacrl.machine`)."""
     info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
     try:
