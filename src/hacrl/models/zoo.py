@@ -16,11 +16,11 @@ pair with ``gpt2-char-mul``: Llama + byte-level BPE; the demo pair). ``test-*`` 
 A built agent is an ordinary Hugging Face directory (``config.json``, ``model.safetensors``, tokenizer files)
 plus ``hacrl_agent.json`` (prompt template, recipe, measured greedy accuracy), so the loader that serves real
 models serves these too. Builds are deterministic for a recipe on one CPU model (bitwise-identical weights:
-one thread, fixed seeds, a fixed data order; transformers 5.23 and 5.24 built the same bytes), but not
-necessarily across machines: an AMD EPYC built other weights than the Intel Xeon behind the committed results
-(warm-start greedy accuracy of ``gpt2-char-add`` 39.0% vs 39.4%; same code and versions, so most likely the
-CPU's float kernels). Builds are cached under a key that hashes every recipe field, and written atomically
-(temp directory + ``os.replace``), so a killed build never looks complete.
+one thread, fixed seeds, a fixed data order; transformers 5.23 and 5.24 built the same bytes for
+``gpt2-char-add``), but not necessarily across machines: an AMD EPYC built other weights than the Intel Xeon
+behind the committed results (warm-start greedy accuracy of ``gpt2-char-add`` 39.0% vs 39.4%; same code and
+versions, so most likely the CPU's float kernels). Builds are cached under a key that hashes every recipe
+field, and written atomically (temp directory + ``os.replace``), so a killed build never looks complete.
 
 Conventions every consumer of these agents must follow (they are how the warm start trained them):
 
