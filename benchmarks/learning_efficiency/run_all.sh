@@ -2,7 +2,7 @@
 # Every learning-efficiency comparison of the built-in zoo: HACPO against GRPO, GSPO, GSPO x2 and Naive over three
 # seeds for each heterogeneity type (state, size, model), the three-agent setting and the kind-balanced variants of
 # the state and model pairs (state-balanced, model-balanced), then the HACPO ablations on the model pair, then
-# GSPO, GSPO x2 and HACPO of the state, size and model pairs continued to 120 steps (SETTING-120). Resumable: rerun
+# GSPO, GSPO x2 and HACPO of the pairs and the trio continued to 120 steps (SETTING-120). Resumable: rerun
 # the same command after an interruption; finished runs are skipped and an interrupted one continues from its
 # latest checkpoint.
 #
@@ -11,8 +11,8 @@
 #   benchmarks/learning_efficiency/run_all.sh --set training.eval_limit=200   # extra args go to every compare
 #
 # Environment: SETTINGS (default "state size model trio state-balanced model-balanced"), ABLATIONS (settings to
-# ablate, default "model"; empty for none), LONG (settings to continue, default "state size model"; empty for
-# none; the trio at 120 steps would take about 2 hours on 2 cores and has not been run), LONG_STEPS (default 120),
+# ablate, default "model"; empty for none), LONG (settings to continue, default "state size model trio"; empty
+# for none; the trio's 120 steps take about 90 run-minutes on 2 cores), LONG_STEPS (default 120),
 # SEEDS (default 0,1,2), RESULTS (default docs/results).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -20,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 HERE=benchmarks/learning_efficiency
 SETTINGS=${SETTINGS-state size model trio state-balanced model-balanced}
 ABLATIONS=${ABLATIONS-model}
-LONG=${LONG-state size model}
+LONG=${LONG-state size model trio}
 LONG_STEPS=${LONG_STEPS:-120}
 SEEDS=${SEEDS:-0,1,2}
 RESULTS=${RESULTS:-docs/results}
