@@ -158,7 +158,8 @@ class Trainer:
 
     def _settings(self) -> list[WorkerSettings]:
         t, cfg = self.cfg.training, self.cfg
-        sampling = SamplingParams(temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens)
+        sampling = SamplingParams(temperature=t.temperature, top_p=t.top_p, top_k=t.top_k,
+                                  max_new_tokens=t.max_new_tokens)
         return [
             WorkerSettings(index=i, seed=cfg.seed, sampling=sampling, algorithm=cfg.algorithm, preset=self.preset,
                            minibatch_size=t.minibatch_size, max_grad_norm=t.max_grad_norm,

@@ -25,7 +25,7 @@ from hacrl.algorithms.presets import AlgorithmPreset
 from hacrl.config import AgentConfig, AlgorithmConfig
 from hacrl.models.loading import LoadedAgent, load_agent, stop_token_ids
 from hacrl.pool import LearnerBatch, Trajectory, build_learner_batch
-from hacrl.rollout.backend import InProcessBackend, RolloutBackend
+from hacrl.rollout.backend import RolloutBackend, make_backend
 from hacrl.rollout.logprobs import completion_logps
 from hacrl.rollout.sampler import Sample, SamplingParams
 
@@ -92,8 +92,9 @@ class AgentWorker:
             gradient_checkpointing=agent.gradient_checkpointing, progress=settings.progress,
         )
         self.model = self.agent.model
-        self.backend: RolloutBackend = InProcessBackend(
-            self.model, self.agent.tokenizer, stop_token_ids(self.agent.tokenizer, self.model))
+        self.backend: RolloutBackend = make_backend(
+            agent, self.model, self.agent.tokenizer, self.agent.path, stop_token_ids(self.agent.tokenizer, self.model),
+            settings.sampling, index=settings.index, context_limit=self.context_limit())
         self.device = torch.device(agent.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=agent.lr, weight_decay=agent.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed * 1000 + settings.index)
@@ -111,6 +112,11 @@ class AgentWorker:
                 "parameters": sum(p.numel() for p in self.model.parameters()),
                 "model_type": self.model.config.model_type, "vocab_size": len(self.agent.tokenizer),
                 "template": self.agent.template.plain or "chat template"}
+
+    def rollout_info(self) -> dict[str, Any]:
+        """Which backend samples for this agent, and (engine backends) how often and how long weights were pushed."""
+        return {"backend": self.config.rollout.backend, "pushes": getattr(self.backend, "pushes", 0),
+                "push_seconds": getattr(self.backend, "push_seconds", 0.0)}
 
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self._prompt_cache.get(prompt)
@@ -145,9 +151,12 @@ class AgentWorker:
     def prompts_that_fit(self, prompts: list[str], max_new_tokens: int) -> list[bool]:
         """Whether each rendered prompt plus `max_new_tokens` fits in this model's context."""
         limit = self.context_limit()
-        if limit is None:
-            return [True] * len(prompts)
-        return [len(self.encode_prompt(p)) + max_new_tokens <= limit for p in prompts]
+        fits = [True] * len(prompts) if limit is None else [
+            len(self.encode_prompt(p)) + max_new_tokens <= limit for p in prompts]
+        check = getattr(self.backend, "check_prompt_lengths", None)  # an engine's own limit is a config error
+        if check is not None:
+            check([len(self.encode_prompt(p)) for p, ok in zip(prompts, fits, strict=True) if ok], max_new_tokens)
+        return fits
 
     # ---------------------------------------------------------------- learning
 
@@ -350,6 +359,7 @@ class AgentWorker:
         worker_state = torch.load(src / WORKER_STATE_FILE, weights_only=True)
         self.generator.set_state(worker_state["generator"])
         self.nonfinite_total = int(worker_state["nonfinite_total"])
+        self.backend.sync_weights()  # an engine backend samples from the restored weights from now on
 
     def parameters_fingerprint(self) -> float:
         """A cheap scalar summary of the weights (tests compare runs with it before exact comparisons)."""
