@@ -30,6 +30,7 @@ def _config(out: Path, steps: int, executor: str = "sequential") -> dict[str, An
         "executor": executor, "threads": 1}
     for agent in cfg["agents"]:
         agent["rollout"] = vllm_rollout()
+    cfg["agents"][0]["rollout"]["enable_sleep_mode"] = True  # a no-op on a CPU (noted once in the log)
     return cfg
 
 
@@ -64,6 +65,7 @@ def test_hacpo_trains_two_heterogeneous_agents_on_vllm(two_steps: tuple[Trainer,
     trainer, _ = two_steps
     workers = trainer.executor.workers  # type: ignore[attr-defined]
     assert [type(w.backend).__name__ for w in workers] == ["VLLMBackend", "VLLMBackend"]
+    assert not workers[0].backend.sleep_enabled
     assert len({len(w.agent.tokenizer) for w in workers}) == 2  # two different vocabularies
     rows = [json.loads(line) for line in (trainer.out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["type"] == "train"]

@@ -36,7 +36,8 @@ class RolloutConfig:
     `inprocess`: the training model itself samples (nothing to synchronise). `vllm`: a vLLM engine in the
     agent's own process samples and gets the learner's weights pushed in place before each generate. The other
     fields are vLLM's own engine arguments under vLLM's names; None leaves the choice to hacrl's per-device
-    default (CPU: eager mode, a 256 MiB KV cache; CUDA: vLLM's defaults, sleep mode on).
+    default (CPU: eager mode and a 256 MiB KV cache; CUDA: vLLM's defaults). Sleep mode is off unless asked
+    for, and a no-op (noted once in the log) on a CPU.
     """
 
     backend: Literal["inprocess", "vllm"] = "inprocess"
@@ -45,7 +46,7 @@ class RolloutConfig:
     enforce_eager: bool | None = None  # None: True on CPU (no compilation), False on CUDA (CUDA graphs)
     kv_cache_memory_bytes: int | None = None  # explicit KV-cache size; None: 256 MiB on CPU, vLLM's on CUDA
     max_model_len: int | None = None  # None: the model's own context length
-    enable_sleep_mode: bool | None = None  # CUDA only: free the engine's memory while the agent trains
+    enable_sleep_mode: bool | None = None  # CUDA: free the engines' GPU memory while the agents train
 
 
 @dataclass
@@ -306,11 +307,9 @@ def _validate_rollout(cfg: RunConfig, i: int) -> None:
         raise ConfigError(f"{where}.max_model_len: must be >= 2 (a prompt token and a new one), got "
                           f"{r.max_model_len}")
     if not on_cuda:
-        for name, why in (("gpu_memory_utilization", "on a CPU set kv_cache_memory_bytes instead"),
-                          ("enable_sleep_mode", "vLLM's sleep mode needs a CUDA device")):
-            if getattr(r, name) not in (None, False):
-                raise ConfigError(f"{where}.{name}: a CUDA-only setting, but agents[{i}].device is "
-                                  f"{agent.device!r} ({why})")
+        if r.gpu_memory_utilization is not None:  # vLLM would read it as a fraction of the machine's RAM
+            raise ConfigError(f"{where}.gpu_memory_utilization: a CUDA-only setting, but agents[{i}].device is "
+                              f"{agent.device!r} (on a CPU set kv_cache_memory_bytes instead)")
     elif agent.device not in ("cuda", "cuda:0") and cfg.executor == "sequential":
         raise ConfigError(f"agents[{i}].device: a vLLM engine runs on its process's first GPU, so "
                           f"{agent.device!r} works only with executor: ray (one GPU per agent actor) or "

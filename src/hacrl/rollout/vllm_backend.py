@@ -84,6 +84,27 @@ _open_engines = 0
 _retired_engines: list[Any] = []
 
 
+_sleeper: Any = None
+"""The engine whose `sleep` put this process's vLLM memory to sleep (None: awake)."""
+
+
+def _sleep_process(backend: Any) -> None:
+    """Sleep mode is process-wide in vLLM: its CUDA memory pool is one per process, so one engine's `sleep(1)`
+    offloads the weights and drops the KV caches of EVERY sleep-mode engine in the process, and only the engine
+    that slept may wake them (the others do not know they sleep). So the first engine to sleep owns the sleep."""
+    global _sleeper
+    if _sleeper is None:
+        backend.llm.sleep(level=1)
+        _sleeper = backend.llm
+
+
+def _wake_process() -> None:
+    global _sleeper
+    if _sleeper is not None:
+        _sleeper.wake_up()
+        _sleeper = None
+
+
 def _retire(llm: Any) -> None:
     """A backend closed: keep its engine until no engine of this process is open, then shut them all down.
 
@@ -95,6 +116,7 @@ def _retire(llm: Any) -> None:
     _retired_engines.append(llm)
     if _open_engines > 0:
         return
+    _wake_process()
     engines = list(_retired_engines)
     _retired_engines.clear()
     for engine in engines:
@@ -232,7 +254,6 @@ class VLLMBackend:
         if self.max_model_len is None:  # the model config names no limit: take the one vLLM derived
             self.max_model_len = int(self.llm.model_config.max_model_len)
         self.stale = False
-        self.asleep = False
         self.pushes = 0
         self.push_seconds = 0.0
 
@@ -248,9 +269,10 @@ class VLLMBackend:
     def _sleep_enabled(self) -> bool:
         global _cpu_sleep_note_logged
         if self.on_cuda:
-            return self.rollout.enable_sleep_mode is not False
-        if not _cpu_sleep_note_logged:  # the config refuses an explicit `true` on a CPU agent
-            logger.info("vLLM sleep mode needs CUDA: CPU engines keep their KV cache while the agents train")
+            return bool(self.rollout.enable_sleep_mode)
+        if self.rollout.enable_sleep_mode and not _cpu_sleep_note_logged:
+            logger.info("%s.enable_sleep_mode: vLLM's sleep mode needs CUDA; CPU engines keep their memory while "
+                        "the agents train (noted once)", self.where)
             _cpu_sleep_note_logged = True
         return False
 
@@ -353,17 +375,14 @@ class VLLMBackend:
                               "it, lower the new-token budget, or leave it unset (the model's context)")
 
     def _ready(self) -> None:
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+        _wake_process()
         if self.stale:
             self.push_weights()
 
     def _rest(self) -> None:
         """With sleep mode (CUDA) the engine gives back its weights' and KV cache's memory until the next generate."""
         if self.sleep_enabled:
-            self.llm.sleep(level=1)
-            self.asleep = True
+            _sleep_process(self)
 
     def push_weights(self) -> None:
         """Copy the learner's current weights into the running engine, then drop every cached prompt block."""
@@ -425,9 +444,7 @@ class VLLMBackend:
         (prompt log-probs, one forward pass each). Uses the engine as it is: it does NOT push stale weights,
         so tests can tell what the engine holds from what the learner holds."""
         params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, temperature=0.0)
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+        _wake_process()
         self.llm.reset_prefix_cache()  # cached blocks carry no prompt log-probs of their own
         outputs = self.llm.generate([{"prompt_token_ids": [int(t) for t in s]} for s in sequences], params,
                                     use_tqdm=False)
