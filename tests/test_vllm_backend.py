@@ -6,6 +6,7 @@ a Llama + BPE test agent at temperature 1 (vLLM's raw log-probs) and at 0.7 (pro
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -41,7 +42,7 @@ def _backend(agent: LoadedAgent, temperature: float) -> Any:
 def process_before() -> dict[str, Any]:
     """The trainer process's thread count, `set_num_threads` and RNG states before any engine starts."""
     return {"threads": torch.get_num_threads(), "set_threads": torch.set_num_threads,
-            "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}
+            "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(), "preload": os.environ.get("LD_PRELOAD")}
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +69,13 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def test_building_an_engine_leaves_the_trainer_process_as_it_was(engine: Any, process_before: dict[str, Any]) -> None:
-    """vLLM's CPU worker swaps torch.set_num_threads for a no-op and reseeds the global RNGs; both are undone."""
+    """vLLM's CPU worker swaps torch.set_num_threads for a no-op, reseeds the global RNGs and extends LD_PRELOAD
+    for child processes; all of it is undone."""
     assert torch.set_num_threads is process_before["set_threads"]
     assert torch.get_num_threads() == process_before["threads"]
     assert torch.equal(torch.get_rng_state(), process_before["torch_rng"])
     assert random.getstate() == process_before["py_rng"]
+    assert os.environ.get("LD_PRELOAD") == process_before["preload"]
     torch.set_num_threads(2)  # still a working function
     assert torch.get_num_threads() == 2
     torch.set_num_threads(process_before["threads"])

@@ -185,8 +185,11 @@ def head_size(config: Any) -> int | None:
 @contextmanager
 def _process_state_kept() -> Any:
     """Undo what building a vLLM engine changes in the trainer's process: its CPU worker swaps
-    `torch.set_num_threads` for a function that only logs, and it reseeds the global RNGs (torch, random, numpy)."""
+    `torch.set_num_threads` for a function that only logs, it reseeds the global RNGs (torch, random, numpy), and
+    its CPU platform adds tcmalloc and libgomp to `LD_PRELOAD`, which every process the trainer starts later (math
+    verifier helpers, Ray workers) would inherit. vLLM's other environment variables stay: the engine reads them."""
     set_threads, threads = torch.set_num_threads, torch.get_num_threads()
+    preload = os.environ.get("LD_PRELOAD")
     torch_rng, py_rng = torch.get_rng_state(), random.getstate()
     np_rng = None
     try:
@@ -204,6 +207,11 @@ def _process_state_kept() -> Any:
             logger.info("starting vLLM changed torch's thread count from %d to %d; restored", threads,
                         torch.get_num_threads())
             torch.set_num_threads(threads)
+        if os.environ.get("LD_PRELOAD") != preload:
+            if preload is None:
+                os.environ.pop("LD_PRELOAD", None)
+            else:
+                os.environ["LD_PRELOAD"] = preload
         torch.set_rng_state(torch_rng)
         random.setstate(py_rng)
         if np is not None and np_rng is not None:
