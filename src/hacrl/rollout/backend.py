@@ -38,7 +38,7 @@ class InProcessBackend:
     def __init__(self, model: torch.nn.Module, tokenizer: Any, eos_token_ids: Sequence[int] | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.eos_token_ids = list(eos_token_ids) if eos_token_ids else None
+        self.eos_token_ids = list(eos_token_ids) if eos_token_ids is not None else None  # []: never stop
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
                  generator: torch.Generator | None = None, batch_size: int | None = None) -> list[Sample]:

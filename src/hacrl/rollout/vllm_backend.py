@@ -413,6 +413,7 @@ class VLLMBackend:
         common: dict[str, Any] = {
             "max_tokens": params.max_new_tokens,
             "stop_token_ids": self.stop_token_ids,
+            "ignore_eos": True,  # stop at the agent's stop tokens only, never at an EOS vLLM finds in the config
             "logprobs": 0,  # the sampled token's log-prob only
             "detokenize": False,
         }
