@@ -1,8 +1,9 @@
-"""Algorithm presets: every name exists, ablations differ from HACPO in exactly their switch."""
+"""Presets as data: the names, the one-field ablations, and the combinations a preset may not make."""
 
 import pytest
 
 from hacrl.algorithms import PRESETS, get_preset
+from hacrl.algorithms.presets import Preset
 
 
 def test_all_names_present() -> None:
@@ -11,25 +12,28 @@ def test_all_names_present() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "switch"),
-    [("hacpo-no-adv", {"advantage": "joint"}), ("hacpo-no-omega", {"omega_in_loss": False}),
-     ("hacpo-alpha0", {"alpha": 0.0}), ("hacpo-no-stepwise", {"stepwise": False}),
-     ("hacpo-no-clip", {"clip_cross": False})],
+    ("name", "field", "value"),
+    [("hacpo-no-adv", "advantage", "joint_group"), ("hacpo-no-omega", "cross_weights", "none"),
+     ("hacpo-alpha0", "pins", (("alpha", 0.0),)), ("hacpo-no-stepwise", "pins", (("delta_step", 0.0),)),
+     ("hacpo-no-clip", "pins", (("clip_cross", False),))],
 )
-def test_ablation_differs_in_one_switch(name: str, switch: dict) -> None:
-    base = get_preset("hacpo").to_dict()
-    ablation = get_preset(name).to_dict()
+def test_ablation_differs_from_hacpo_in_one_field(name: str, field: str, value: object) -> None:
+    base, ablation = get_preset("hacpo").to_dict(), get_preset(name).to_dict()
     differing = {k for k in base if base[k] != ablation[k]} - {"name", "description"}
-    assert differing == set(switch)
-    assert all(ablation[k] == v for k, v in switch.items())
+    assert differing == {field}
+    assert getattr(get_preset(name), field) == value
 
 
-def test_baselines() -> None:
-    assert not get_preset("gspo").shares_rollouts and get_preset("gspo").loss == "gspo"
-    assert get_preset("gspo_x2").rollout_multiplier == 2
-    assert get_preset("grpo").loss == "grpo"
-    naive = get_preset("naive")
-    assert naive.shares_rollouts and naive.advantage == "joint" and naive.loss == "gspo"
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"rows": "own", "advantage": "capability", "loss": "sequence_clip"}, "needs rows='pool'"),
+     ({"rows": "own", "advantage": "source_group", "loss": "hacpo"}, "cross-row loss or weighting needs"),
+     ({"pins": (("eps_low", 0.1),)}, "only .* can be pinned")],
+)
+def test_contradictory_presets_are_refused(changes: dict, message: str) -> None:
+    fields = {"name": "x", "description": "", "rows": "pool", "advantage": "capability", "loss": "hacpo"} | changes
+    with pytest.raises(ValueError, match=message):
+        Preset(**fields)
 
 
 def test_unknown_name_lists_choices() -> None:

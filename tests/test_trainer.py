@@ -105,7 +105,7 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
 def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tmp_path: Path, algorithm: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows with A = 0 carry no gradient; the fast path that skips them must give the same weights."""
-    from hacrl.workers import AgentWorker
+    from hacrl import learner
 
     def binary_task() -> FunctionRewardTask:
         arithmetic = ArithmeticTask(ArithmeticConfig(n_train=200, n_eval=20))
@@ -117,7 +117,7 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tmp_path: Path
     fast = run(tiny_run_config(tmp_path / "fast", algorithm=algorithm, steps=2), task=binary_task())
     records = [json.loads(line) for line in (tmp_path / "fast" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("zero_advantage_frac", 0) > 0 for r in records if r["type"] == "train")
-    monkeypatch.setattr(AgentWorker, "_live_rows", lambda self, idx, adv, batch: (idx, 1.0))
+    monkeypatch.setattr(learner, "live_rows", lambda rows, *_: learner.MiniBatch(rows, rows, 1.0))
     full = run(tiny_run_config(tmp_path / "full", algorithm=algorithm, steps=2), task=binary_task())
     for a, b in zip(weights(fast), weights(full), strict=True):
         for key in a:

@@ -1,8 +1,8 @@
 """Policy-gradient objectives: GRPO (token ratio), GSPO (sequence ratio) and HACPO (HACPO.md §4.3-§5).
 
-All three take the learner's per-token log-probs `logps [B, T]` (with grad) and a `mask [B, T]` of
-response tokens, and return `(loss, metrics)` where `loss` is the scalar to minimise and `metrics` a
-flat dict of floats explaining it (ratios and clip fractions next to the loss, as in CleanRL).
+All three take tensors by keyword: the learner's per-token log-probs `logps [B, T]` (with grad), a `mask [B, T]`
+of response tokens and per-response inputs; they return `(loss, stats)` where `loss` is the scalar to minimise
+and `stats` a `LossStats` explaining it (ratios and clip counts next to the loss, as in CleanRL).
 
 Sequence-level ratios are length-normalised in each tokenizer's own space (HACPO.md §2):
 
@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from hacrl.algorithms._checks import as_1d, finite, float_1d, non_negative
+from hacrl.algorithms.stats import LossStats, RatioStats
 
-Metrics = dict[str, float]
 GRPOLossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
 
@@ -49,14 +49,6 @@ def sequence_logps(logps: Tensor, mask: Tensor) -> Tensor:
     return masked.sum(dim=1) / mask.sum(dim=1).to(logps.dtype)
 
 
-def _ratio_stats(prefix: str, ratio: Tensor) -> Metrics:
-    if ratio.numel() == 0:
-        return {f"{prefix}/count": 0.0}
-    r = ratio.detach().double()
-    return {f"{prefix}/count": float(r.numel()), f"{prefix}/ratio_mean": float(r.mean()),
-            f"{prefix}/ratio_min": float(r.min()), f"{prefix}/ratio_max": float(r.max())}
-
-
 def _clipped_surrogate(ratio: Tensor, advantages: Tensor, low: float, high: float) -> tuple[Tensor, Tensor]:
     """min(ratio * A, clip(ratio, low, high) * A) and the mask of entries whose gradient the clip removed."""
     unclipped = ratio * advantages
@@ -76,6 +68,7 @@ def cross_lower_bound(update_index: int, delta: float = 0.2, delta_step: float =
 
 
 def hacpo_loss(
+    *,
     logps: Tensor,
     mask: Tensor,
     source_logps: Tensor,
@@ -83,14 +76,13 @@ def hacpo_loss(
     is_self: Tensor,
     omegas: Tensor,
     update_index: int,
-    *,
     eps_low: float = 3e-4,
     eps_high: float = 4e-4,
     alpha: float = 1.0,
     delta: float = 0.2,
     delta_step: float = 0.025,
     clip_cross: bool = True,
-) -> tuple[Tensor, Metrics]:
+) -> tuple[Tensor, LossStats]:
     """HACPO objective of one mini-batch for one learner (HACPO.md §5; paper eq. 10-13).
 
         s_i        = exp(seq_logp_i - source_logps_i)
@@ -131,24 +123,17 @@ def hacpo_loss(
     loss = -objective.mean()
 
     cross = ~is_self
-    cross_ratio = ratio[cross].detach()
-    metrics: Metrics = {"loss": float(loss.detach()), "cross/lower_bound": lower}
-    metrics.update(_ratio_stats("self", ratio[is_self]))
-    metrics.update(_ratio_stats("cross", cross_ratio))
-    if bool(is_self.any()):
-        self_ratio = ratio[is_self].detach()
-        outside = (self_ratio < 1.0 - eps_low) | (self_ratio > 1.0 + eps_high)
-        metrics["self/clip_frac"] = float(outside.double().mean())
-        metrics["self/zero_grad_frac"] = float(self_zero[is_self].double().mean())
-    if bool(cross.any()):
-        below, above = cross_ratio < lower, cross_ratio > 1.0
-        clipped_low = float(below.double().mean()) if clip_cross else 0.0
-        clipped_high = float(above.double().mean()) if clip_cross else 0.0
-        metrics["cross/clip_low_frac"] = clipped_low
-        metrics["cross/clip_high_frac"] = clipped_high
-        metrics["cross/zero_grad_frac"] = clipped_low + clipped_high
-        metrics["cross/omega_mean"] = float(omegas[cross].double().mean())
-    return loss, metrics
+    r = ratio.detach()
+    self_ratio, cross_ratio = r[is_self], r[cross]
+    below = cross_ratio < lower if clip_cross else torch.zeros_like(cross_ratio, dtype=torch.bool)
+    above = cross_ratio > 1.0 if clip_cross else torch.zeros_like(cross_ratio, dtype=torch.bool)
+    stats = LossStats(
+        loss=float(loss.detach()), lower_bound=lower,
+        self=RatioStats.of(self_ratio, outside=(self_ratio < 1.0 - eps_low) | (self_ratio > 1.0 + eps_high),
+                           zero_grad=self_zero[is_self]),
+        cross=RatioStats.of(cross_ratio, below=below, above=above, zero_grad=below | above, weights=omegas[cross]),
+    )
+    return loss, stats
 
 
 def _old_sequence_logps(old_logps: Tensor, mask: Tensor, b: int) -> Tensor:
@@ -159,14 +144,14 @@ def _old_sequence_logps(old_logps: Tensor, mask: Tensor, b: int) -> Tensor:
 
 
 def gspo_loss(
+    *,
     logps: Tensor,
     mask: Tensor,
     old_logps: Tensor,
     advantages: Tensor,
-    *,
     eps_low: float = 3e-4,
     eps_high: float = 4e-4,
-) -> tuple[Tensor, Metrics]:
+) -> tuple[Tensor, LossStats]:
     """GSPO: sequence-level, length-normalised ratio with PPO clipping (HACPO.md §7; GSPO paper eq. 5-7).
 
         s_i = exp(seq_logp_i - old_seq_logp_i);  loss = -mean_i min(s_i A_i, clip(s_i, 1-eps_low, 1+eps_high) A_i)
@@ -185,24 +170,21 @@ def gspo_loss(
     objective, zero_grad = _clipped_surrogate(ratio, advantages, 1.0 - eps_low, 1.0 + eps_high)
     loss = -objective.mean()
     r = ratio.detach()
-    metrics: Metrics = {"loss": float(loss.detach())}
-    metrics.update(_ratio_stats("self", r))
-    metrics["self/clip_frac"] = float(((r < 1.0 - eps_low) | (r > 1.0 + eps_high)).double().mean())
-    metrics["self/zero_grad_frac"] = float(zero_grad.double().mean())
-    return loss, metrics
+    return loss, LossStats(loss=float(loss.detach()), self=RatioStats.of(
+        r, outside=(r < 1.0 - eps_low) | (r > 1.0 + eps_high), zero_grad=zero_grad))
 
 
 def grpo_loss(
+    *,
     logps: Tensor,
     mask: Tensor,
     old_logps: Tensor,
     advantages: Tensor,
-    *,
     eps_low: float = 0.2,
     eps_high: float = 0.28,
     loss_type: GRPOLossType = "dapo",
     max_completion_length: int | None = None,
-) -> tuple[Tensor, Metrics]:
+) -> tuple[Tensor, LossStats]:
     """GRPO with DAPO clip-higher: token-level ratio r_t = exp(logp_t - old_logp_t) (HACPO.md §7).
 
         J_t = min(r_t A_i, clip(r_t, 1 - eps_low, 1 + eps_high) A_i)
@@ -241,14 +223,11 @@ def grpo_loss(
     else:
         loss = -per_token.sum() / fmask.sum()
     r = ratio.detach()[mask]
-    metrics: Metrics = {"loss": float(loss.detach())}
-    metrics.update(_ratio_stats("self", r))
-    metrics["self/clip_frac"] = float(((r < 1.0 - eps_low) | (r > 1.0 + eps_high)).double().mean())
-    metrics["self/zero_grad_frac"] = float(zero_grad[mask].double().mean())
-    return loss, metrics
+    return loss, LossStats(loss=float(loss.detach()), self=RatioStats.of(
+        r, outside=(r < 1.0 - eps_low) | (r > 1.0 + eps_high), zero_grad=zero_grad[mask]))
 
 
-def kl_penalty(logps: Tensor, ref_logps: Tensor, mask: Tensor) -> Tensor:
+def kl_penalty(*, logps: Tensor, ref_logps: Tensor, mask: Tensor) -> Tensor:
     """Per-response mean of the k3 estimator exp(ref - logp) - (ref - logp) - 1 >= 0 (as in TRL/verl).
 
     Optional KL to a frozen reference (`beta`, default 0 as in the paper); returns [B].
