@@ -5,16 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hacrl.learner import MiniBatch, live_rows, minibatch_order, split_minibatches, zero_gradient_step
+from hacrl.learner import MiniBatch, layout_minibatches, live_rows, zero_gradient_step
 
 
-def test_self_rows_first_then_cross_in_batch_order() -> None:
+def test_minibatch_layouts() -> None:
     is_self = [False, True, False, True, True]
-    assert minibatch_order(is_self, shuffle=False, seed=0) == [1, 3, 4, 0, 2]
-    shuffled = minibatch_order(is_self, shuffle=True, seed=7)
-    assert sorted(shuffled) == [0, 1, 2, 3, 4]
-    assert shuffled == minibatch_order(is_self, shuffle=True, seed=7)  # seeded
-    assert split_minibatches([1, 3, 4, 0, 2], 2) == [[1, 3], [4, 0], [2]]
+    # own rows 1, 3, 4 then peer rows 0, 2; self_first chunks across the boundary, peer_last keeps them apart
+    assert layout_minibatches(is_self, order="self_first", size=2, seed=0) == [[1, 3], [4, 0], [2]]
+    assert layout_minibatches(is_self, order="peer_last", size=2, seed=0) == [[1, 3], [4], [0, 2]]
+    assert layout_minibatches(is_self, order="peer_first", size=2, seed=0) == [[0, 2], [1, 3], [4]]
+    shuffled = layout_minibatches(is_self, order="shuffle", size=5, seed=7)
+    assert sorted(shuffled[0]) == [0, 1, 2, 3, 4]
+    assert shuffled == layout_minibatches(is_self, order="shuffle", size=5, seed=7)  # seeded
 
 
 def test_live_rows_rescale_to_the_minibatch_normaliser() -> None:
@@ -26,6 +28,11 @@ def test_live_rows_rescale_to_the_minibatch_normaliser() -> None:
     assert live_rows([0, 1, 2, 3], advantages, lengths, "tokens") == MiniBatch([0, 1, 2, 3], [1, 3], 0.25)
     assert live_rows([1, 3], advantages, lengths, "tokens") == MiniBatch([1, 3], [1, 3], 1.0)
     assert live_rows([0, 2], advantages, lengths, "responses") == MiniBatch([0, 2], [], 1.0)
+    # a supervised row (SGT) is always live and stays out of the policy normaliser: 1 of 3 policy rows is live
+    supervised = torch.tensor([False, False, False, True])
+    assert live_rows([0, 1, 2, 3], advantages, lengths, "responses", supervised) == MiniBatch([0, 1, 2, 3], [1, 3],
+                                                                                              1 / 3)
+    assert live_rows([0, 3], advantages, lengths, "tokens", supervised) == MiniBatch([0, 3], [3], 1.0)
 
 
 def test_zero_gradient_step_is_adamw_on_a_zero_gradient() -> None:
@@ -50,8 +57,8 @@ def test_zero_gradient_step_is_adamw_on_a_zero_gradient() -> None:
         assert not torch.equal(p, b)
 
 
+@pytest.mark.parametrize("order", ["self_first", "peer_last", "peer_first", "shuffle"])
 @pytest.mark.parametrize("size", [1, 4, 10])
-def test_split_covers_every_row_once(size: int) -> None:
-    order = list(range(9))
-    chunks = split_minibatches(order, size)
-    assert [i for c in chunks for i in c] == order and all(len(c) <= size for c in chunks)
+def test_layouts_cover_every_row_once(order: str, size: int) -> None:
+    chunks = layout_minibatches([i % 3 == 0 for i in range(9)], order=order, size=size, seed=1)
+    assert sorted(i for c in chunks for i in c) == list(range(9)) and all(len(c) <= size for c in chunks)

@@ -125,7 +125,7 @@ def test_mixed_batch_mean_and_metrics() -> None:
     assert metrics["cross/zero_grad_frac"] == 0.5
     assert metrics["cross/ratio_min"] == pytest.approx(0.5)
     assert metrics["self/ratio_max"] == pytest.approx(1.01)
-    assert metrics["cross/omega_mean"] == pytest.approx(2.25)
+    assert metrics["cross/weight_mean"] == pytest.approx(2.25)
 
 
 def test_cross_gradient_matches_formula_on_a_real_parameter() -> None:

@@ -107,7 +107,8 @@ SEQ_CASES = {
 
 
 def test_every_preset_has_a_hand_computed_case() -> None:
-    assert set(SEQ_CASES) | {"grpo"} == set(PRESETS)
+    """HACPO, GSPO, GRPO and Naive families here; GRAFT's and SGT's in test_sharing.py."""
+    assert set(SEQ_CASES) | {"grpo"} == {name for name in PRESETS if not name.startswith(("graft", "sgt"))}
 
 
 @pytest.mark.parametrize("name", sorted(SEQ_CASES))

@@ -54,8 +54,8 @@ def test_every_preset_trains(tmp_path: Path, algorithm: str) -> None:
     for r in train:
         assert math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"])
         assert r["updates"] >= 1
-        shares = PRESETS[algorithm].shares_rollouts
-        assert (r["retokenize/cross_rows"] > 0) == shares
+        if PRESETS[algorithm].rows in ("own", "pool"):  # GRAFT / SGT transfer only where a receiver failed
+            assert (r["retokenize/cross_rows"] > 0) == PRESETS[algorithm].shares_rollouts
     g = 4 * PRESETS[algorithm].rollout_multiplier
     assert trainer.totals["char"].rollouts == 2 * g
     assert (tmp_path / "summary.json").is_file()

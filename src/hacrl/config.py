@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from hacrl.algorithms.losses import GRPO_LOSS_TYPES
-from hacrl.algorithms.presets import PRESETS
+from hacrl.algorithms.presets import PRESETS, get_preset, is_known
 
 
 class ConfigError(ValueError):
@@ -56,8 +56,11 @@ class AlgorithmConfig:
     max_reward: float = 1.0
     beta: float = 0.0
     loss_type: str = "dapo"
-    minibatch_order: Literal["self_first", "shuffle"] = "self_first"
+    # None: the preset's order (self_first for HACPO, peer_last for GRAFT and SGT)
+    minibatch_order: Literal["self_first", "shuffle", "peer_last", "peer_first"] | None = None
     advantage_eps: float = 1e-6
+    gate_delta: float = 0.8  # GRAFT: transferred responses need exp(lbar_receiver_old - lbar_source) > gate_delta
+    nll_weight: float = 0.1  # SGT: weight (lambda) of the supervised term on correct peer responses
 
 
 @dataclass
@@ -223,12 +226,13 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"agents[{i}].num_generations: must be >= 1, got {agent.num_generations}")
         if agent.threads is not None and agent.threads < 1:
             raise ConfigError(f"agents[{i}].threads: must be >= 1, got {agent.threads}")
-    if cfg.algorithm.name not in PRESETS:
-        raise ConfigError(f"algorithm.name: {cfg.algorithm.name!r} is not one of {', '.join(PRESETS)}")
+    if not is_known(cfg.algorithm.name):
+        raise ConfigError(f"algorithm.name: {cfg.algorithm.name!r} is not one of {', '.join(PRESETS)}, or "
+                          "grpo_nK / gspo_nK (an independent baseline with K responses per prompt)")
     if cfg.algorithm.loss_type not in GRPO_LOSS_TYPES:
         raise ConfigError(f"algorithm.loss_type: {cfg.algorithm.loss_type!r} is not one of "
                           f"{', '.join(GRPO_LOSS_TYPES)}")
-    preset = PRESETS[cfg.algorithm.name]
+    preset = get_preset(cfg.algorithm.name)
     if preset.shares_rollouts and len(cfg.agents) < 2:
         raise ConfigError(f"algorithm.name: {preset.name!r} shares rollouts between agents and needs at least 2 "
                           f"agents, got {len(cfg.agents)}")
@@ -238,7 +242,10 @@ def _validate(cfg: RunConfig) -> None:
     if not 0 <= cfg.algorithm.delta <= 1:
         raise ConfigError(f"algorithm.delta: must be in [0, 1] (cross lower bound 1 - delta), got "
                           f"{cfg.algorithm.delta}")
-    for name in ("alpha", "delta_step", "beta"):
+    if not 0 <= cfg.algorithm.gate_delta < 1:
+        raise ConfigError(f"algorithm.gate_delta: must be in [0, 1) (transferred responses need a compatibility "
+                          f"score above it), got {cfg.algorithm.gate_delta}")
+    for name in ("alpha", "delta_step", "beta", "nll_weight"):
         if getattr(cfg.algorithm, name) < 0:
             raise ConfigError(f"algorithm.{name}: must be >= 0, got {getattr(cfg.algorithm, name)}")
     t = cfg.training

@@ -3,11 +3,14 @@
 Read `Learner.learn` top to bottom: it is the whole update of one agent for one step. The pieces it calls are
 named and tested on their own:
 
-* `minibatch_order` / `split_minibatches`: fixed-size mini-batches in responses, self rows first (the
-  reference implementation's order; docs/method.md §2) or a seeded shuffle;
-* `live_rows`: the zero-advantage skip. Every objective multiplies a row's term by its advantage, so a row with
-  A = 0 adds exactly zero gradient; skipping its forward and backward pass changes only the cost. The loss over
-  the live rows is rescaled to the mini-batch's normaliser (its rows, or its completion tokens);
+* `layout_minibatches`: fixed-size mini-batches in responses; own rows first, then peer rows (HACPO's reference
+  order, or GRAFT's peer-last in separate mini-batches), peers first, or a seeded shuffle (docs/method.md §2);
+* `gate_rows`: GRAFT's compatibility gate, once at the start of the step, from the learner's own no-grad
+  log-probs of the transferred responses (rows it drops never reach a mini-batch);
+* `live_rows`: the zero-advantage skip. Every policy objective multiplies a row's term by its advantage, so a row
+  with A = 0 adds exactly zero gradient; skipping its forward and backward pass changes only the cost. The loss
+  over the live rows is rescaled to the mini-batch's normaliser (its rows, or its completion tokens). Supervised
+  rows (SGT) always carry gradient and are never skipped;
 * `zero_gradient_step`: a mini-batch with no live row still takes an AdamW step on an all-zero gradient
   (momentum and weight decay move the weights), exactly as the full computation would.
 
@@ -26,16 +29,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hacrl.algorithms import kl_penalty
-from hacrl.algorithms.objective import LossInputs, Normaliser, Objective
+from hacrl.algorithms import kl_penalty, sequence_logps
+from hacrl.algorithms.objective import CompatibilityGate, LossInputs, Normaliser, Objective
+from hacrl.algorithms.sharing import compatibility_weights
 from hacrl.algorithms.stats import UpdateStats
 from hacrl.pool import LearnerBatch, RetokenizeStats, Trajectory, build_learner_batch
 from hacrl.rollout.logprobs import completion_logps
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LearnRequest", "LearnResult", "Learner", "MiniBatch", "NonFiniteUpdateError", "live_rows",
-           "minibatch_order", "split_minibatches", "zero_gradient_step"]
+__all__ = ["LearnRequest", "LearnResult", "Learner", "MiniBatch", "NonFiniteUpdateError", "gate_rows",
+           "layout_minibatches", "live_rows", "zero_gradient_step"]
 
 
 class NonFiniteUpdateError(RuntimeError):
@@ -50,6 +54,8 @@ class LearnRequest:
     rows: list[Trajectory]
     advantages: list[float]
     weights: list[float]
+    supervised: list[bool] = field(default_factory=list)
+    """Per row: a supervised (NLL) row rather than a policy-gradient one (SGT); empty means none."""
 
 
 @dataclass
@@ -60,9 +66,12 @@ class LearnResult:
     retokenize: RetokenizeStats
     advantages: dict[str, float]
     train_seconds: float
+    trained_rows: int = 0
+    gate: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        return {**self.stats.metrics(), "train_seconds": self.train_seconds, **self.advantages,
+        return {**self.stats.metrics(), "train_seconds": self.train_seconds, **self.advantages, **self.gate,
+                "trained_rows": float(self.trained_rows),
                 **{f"retokenize/{k}": v for k, v in self.retokenize.as_dict().items()}}
 
 
@@ -75,30 +84,52 @@ class MiniBatch:
     scale: float = 1.0
 
 
-def minibatch_order(is_self: list[bool], *, shuffle: bool, seed: int) -> list[int]:
-    """Row order of the step: self rows first, then cross rows, each in batch order; or a seeded shuffle."""
-    if shuffle:
-        return torch.randperm(len(is_self), generator=torch.Generator().manual_seed(seed)).tolist()
-    return [i for i, s in enumerate(is_self) if s] + [i for i, s in enumerate(is_self) if not s]
+def layout_minibatches(is_self: list[bool], *, order: str, size: int, seed: int) -> list[list[int]]:
+    """Row indices of each mini-batch of the step, in update order.
 
-
-def split_minibatches(order: list[int], size: int) -> list[list[int]]:
-    """Consecutive chunks of `size` rows (the last may be smaller)."""
-    return [order[i:i + size] for i in range(0, len(order), size)]
-
-
-def live_rows(rows: list[int], advantages: Tensor, lengths: Tensor, normaliser: Normaliser) -> MiniBatch:
-    """The rows of a mini-batch whose advantage is non-zero, and the factor that keeps the loss's normaliser.
-
-    The loss over the live rows is a mean over THEIR rows (or tokens); multiplying it by live/all rows (or
-    live/all completion tokens) gives the mean over the whole mini-batch, as if the zero rows had been computed.
+    `self_first`: own rows then peer rows, each in batch order, cut into consecutive chunks of `size` (a chunk may
+    hold both). `peer_last` / `peer_first`: own and peer rows chunked separately, peers after / before. `shuffle`:
+    a permutation seeded with `seed`, then chunks.
     """
-    live = [i for i in rows if float(advantages[i]) != 0.0]
-    if not live or len(live) == len(rows):
+    own = [i for i, s in enumerate(is_self) if s]
+    peer = [i for i, s in enumerate(is_self) if not s]
+
+    def chunks(rows: list[int]) -> list[list[int]]:
+        return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+    if order == "shuffle":
+        return chunks(torch.randperm(len(is_self), generator=torch.Generator().manual_seed(seed)).tolist())
+    if order == "peer_last":
+        return chunks(own) + chunks(peer)
+    if order == "peer_first":
+        return chunks(peer) + chunks(own)
+    if order == "self_first":
+        return chunks(own + peer)
+    raise ValueError(f"unknown mini-batch order {order!r}")
+
+
+def live_rows(rows: list[int], advantages: Tensor, lengths: Tensor, normaliser: Normaliser,
+              supervised: Tensor | None = None) -> MiniBatch:
+    """The rows of a mini-batch that carry gradient, and the factor that keeps the policy loss's normaliser.
+
+    A policy row is live when its advantage is non-zero; a supervised row always is. The policy loss over the live
+    policy rows is a mean over THEIR rows (or tokens); multiplying it by live/all policy rows (or live/all policy
+    completion tokens) gives the mean over the whole mini-batch's policy rows, as if the zero rows had been computed.
+    """
+    sup = set() if supervised is None else {i for i in rows if bool(supervised[i])}
+    policy = [i for i in rows if i not in sup]
+    live_policy = [i for i in policy if float(advantages[i]) != 0.0]
+    live = [i for i in rows if i in sup or i in set(live_policy)]
+    if not live_policy or len(live_policy) == len(policy):
         return MiniBatch(rows, live, 1.0)
     if normaliser == "tokens":
-        return MiniBatch(rows, live, float(lengths[live].sum()) / float(lengths[rows].sum()))
-    return MiniBatch(rows, live, len(live) / len(rows))
+        return MiniBatch(rows, live, float(lengths[live_policy].sum()) / float(lengths[policy].sum()))
+    return MiniBatch(rows, live, len(live_policy) / len(policy))
+
+
+def gate_rows(old_seq_logps: Tensor, source_logps: Tensor, gate: CompatibilityGate) -> tuple[Tensor, Tensor]:
+    """(keep, weight) of each transferred row from the learner's old length-normalised log-probs of it."""
+    return compatibility_weights(old_seq_logps, source_logps, delta=gate.delta, weighting=gate.weighting)
 
 
 def zero_gradient_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -146,7 +177,11 @@ class Learner:
         rows = torch.tensor(batch.rows, dtype=torch.long)
         advantages = torch.tensor(request.advantages, dtype=torch.float32)[rows].to(device)
         weights = torch.tensor(request.weights, dtype=torch.float32)[rows].to(device)
-        minibatches = self._plan_minibatches(batch, advantages, request.step)
+        supervised = torch.tensor(request.supervised or [False] * len(request.rows), dtype=torch.bool)[rows].to(device)
+        gate: dict[str, float] = {}
+        if self.objective.gate is not None:
+            batch, advantages, weights, supervised, gate = self._gate(batch, advantages, weights, supervised)
+        minibatches = self._plan_minibatches(batch, advantages, supervised, request.step)
         old = self._old_token_logps(batch, minibatches)
         if self.gradient_checkpointing:
             # transformers only checkpoints activations in train mode; hacrl's models run without dropout
@@ -155,7 +190,7 @@ class Learner:
         stats = UpdateStats()
         try:
             for m, minibatch in enumerate(minibatches):
-                self._update(m, minibatch, batch, advantages, weights, old[m], stats, request.step)
+                self._update(m, minibatch, batch, advantages, weights, supervised, old[m], stats, request.step)
         finally:
             self.model.eval()
         live = sum(len(mb.live) for mb in minibatches)
@@ -165,18 +200,46 @@ class Learner:
             "adv/abs_mean": float(advantages.abs().mean()) if len(advantages) else 0.0,
             "zero_advantage_frac": 1.0 - live / max(len(batch), 1),
         }
-        return LearnResult(stats, retokenize, summary, time.perf_counter() - start)
+        return LearnResult(stats, retokenize, summary, time.perf_counter() - start, trained_rows=len(batch), gate=gate)
 
     # ---------------------------------------------------------------- the pieces of `learn`
 
-    def _plan_minibatches(self, batch: LearnerBatch, advantages: Tensor, step: int) -> list[MiniBatch]:
-        order = minibatch_order(batch.is_self.tolist(), shuffle=self.objective.minibatch_order == "shuffle",
-                                seed=self.seed * 7919 + step * 31 + self.index)
-        chunks = split_minibatches(order, self.minibatch_size)
+    def _gate(self, batch: LearnerBatch, advantages: Tensor, weights: Tensor, supervised: Tensor) -> tuple[
+            LearnerBatch, Tensor, Tensor, Tensor, dict[str, float]]:
+        """Score every transferred row once with the learner's own old policy; drop those the gate refuses and
+        weight the rest (GRAFT). Returns the kept rows' batch, advantages, weights, roles, and gate metrics."""
+        assert self.objective.gate is not None
+        peer = (~batch.is_self & ~supervised).nonzero().flatten().tolist()
+        keep = torch.ones(len(batch), dtype=torch.bool, device=advantages.device)
+        if peer:
+            with torch.no_grad():
+                old_seq = torch.cat([sequence_logps(self._logps(mb), mb.completion_mask)
+                                     for mb in (batch.select(peer[i:i + self.minibatch_size])
+                                                for i in range(0, len(peer), self.minibatch_size))])
+            passed, w = gate_rows(old_seq, batch.source_logps[peer], self.objective.gate)
+            index = torch.tensor(peer, device=advantages.device)
+            keep[index] = passed.to(keep.device)
+            weights = weights.clone()
+            weights[index] = w.to(weights.dtype)
+        tokens = batch.completion_lengths
+        kept_peer = [i for i in peer if bool(keep[i])]
+        metrics = {"gate/candidates": float(len(peer)), "gate/pass_frac": len(kept_peer) / len(peer) if peer else 0.0,
+                   "gate/weight_mean": float(weights[kept_peer].mean()) if kept_peer else 0.0,
+                   "transfer/responses": float(len(kept_peer)),
+                   "transfer/tokens": float(tokens[kept_peer].sum()) if kept_peer else 0.0}
+        if bool(keep.all()):
+            return batch, advantages, weights, supervised, metrics
+        kept = keep.nonzero().flatten()
+        return batch.select(kept), advantages[kept], weights[kept], supervised[kept], metrics
+
+    def _plan_minibatches(self, batch: LearnerBatch, advantages: Tensor, supervised: Tensor,
+                          step: int) -> list[MiniBatch]:
+        chunks = layout_minibatches(batch.is_self.tolist(), order=self.objective.minibatch_order,
+                                    size=self.minibatch_size, seed=self.seed * 7919 + step * 31 + self.index)
         if self.reference is not None:  # with a KL penalty every row has a gradient: nothing is skipped
             return [MiniBatch(rows, rows, 1.0) for rows in chunks]
         lengths = batch.completion_lengths
-        return [live_rows(rows, advantages, lengths, self.objective.loss.normaliser) for rows in chunks]
+        return [live_rows(rows, advantages, lengths, self.objective.loss.normaliser, supervised) for rows in chunks]
 
     def _old_token_logps(self, batch: LearnerBatch, minibatches: list[MiniBatch]) -> list[Tensor | None]:
         """The learner's own per-token log-probs of each mini-batch's live rows before any update of the step
@@ -191,7 +254,7 @@ class Learner:
                                 temperature=self.temperature)
 
     def _update(self, m: int, minibatch: MiniBatch, batch: LearnerBatch, advantages: Tensor, weights: Tensor,
-                old: Tensor | None, stats: UpdateStats, step: int) -> None:
+                supervised: Tensor, old: Tensor | None, stats: UpdateStats, step: int) -> None:
         """The `m`-th optimizer update of the step."""
         if not minibatch.live:
             zero_gradient_step(self.model, self.optimizer)
@@ -207,10 +270,8 @@ class Learner:
         inputs = LossInputs(logps=logps, mask=mb.completion_mask, source_logps=mb.source_logps,
                             advantages=advantages[index], is_self=mb.is_self, weights=weights[index],
                             old_token_logps=old)
-        loss, loss_stats = self.objective.loss(inputs, m)
-        if minibatch.scale != 1.0:
-            loss = loss * minibatch.scale
-            loss_stats.loss = float(loss.detach())
+        loss, loss_stats = self.objective.minibatch_loss(inputs, m, supervised=supervised[index],
+                                                         policy_scale=minibatch.scale)
         kl = None
         if self.reference is not None:
             with torch.no_grad():

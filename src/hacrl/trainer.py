@@ -78,6 +78,7 @@ class AgentTotals:
     rollouts: int = 0
     generated_tokens: int = 0
     updates: int = 0
+    trained_rows: int = 0
     sample_seconds: float = 0.0
     train_seconds: float = 0.0
 
@@ -134,8 +135,9 @@ class Trainer:
         self.eval_problems = eval_problems
         self.out = Path(cfg.output_dir)
         self.names = [a.name for a in cfg.agents]
+        self.source_names = list(self.names)  # pool sources: the agents, then any replayed peers
         self.n = len(cfg.agents)
-        self.generations = [(a.num_generations or t.num_generations) * self.objective.rollout_multiplier
+        self.generations = [self.objective.responses_per_prompt(a.num_generations or t.num_generations)
                             for a in cfg.agents]
         self.executor = executor or self._make_executor()
         self.train_problems = self._fitting(self.train_problems, "training", t.max_new_tokens)
@@ -164,7 +166,9 @@ class Trainer:
         sampling = SamplingParams(temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens)
         return [
             WorkerSettings(index=i, seed=cfg.seed, sampling=sampling, objective=self.objective,
-                           minibatch_size=t.minibatch_size, max_grad_norm=t.max_grad_norm,
+                           minibatch_size=self.objective.minibatch_size(t.minibatch_size,
+                                                                        a.num_generations or t.num_generations),
+                           max_grad_norm=t.max_grad_norm,
                            max_completion_tokens=t.max_completion_tokens or 2 * t.max_new_tokens,
                            max_nonfinite_updates=t.max_nonfinite_updates, threads=a.threads,
                            progress=cfg.logging.progress)
@@ -220,15 +224,25 @@ class Trainer:
         groups = torch.tensor([t.prompt_index for t in pool])
         sources = torch.tensor([t.source for t in pool])
         self.capability.update(rewards, sources)
-        requests = []
-        for k in range(self.n):
-            planned = self.objective.plan_rows(rewards=rewards, groups=groups, sources=sources, learner=k,
-                                               capability=self.capability)
-            requests.append((LearnRequest(self.step, [pool[i] for i in planned.indices], planned.advantages,
-                                          planned.weights),))
+        plans = [self.objective.plan_rows(rewards=rewards, groups=groups, sources=sources, learner=k,
+                                          capability=self.capability, n_live=self.n,
+                                          seed=self.cfg.seed * 1_000_003 + self.step * 101 + k)
+                 for k in range(self.n)]
+        requests = [(LearnRequest(self.step, [pool[i] for i in p.indices], p.advantages, p.weights, p.supervised),)
+                    for p in plans]
         results = self.executor.call(AgentWorker.learn, requests)
         self.step += 1
-        return self._log_step(pool, results)
+        return self._log_step(pool, results, [self._named(p.diagnostics) for p in plans])
+
+    def _named(self, diagnostics: dict[str, float]) -> dict[str, float]:
+        """Planning diagnostics with source indices (`share/from1/kept`) replaced by agent names."""
+        out = {}
+        for key, value in diagnostics.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[1].startswith("from") and parts[1][4:].isdigit():
+                key = f"{parts[0]}/from_{self.source_names[int(parts[1][4:])]}/{parts[2]}"
+            out[key] = value
+        return out
 
     def _sample(self, problems: list[Problem]) -> list[Trajectory]:
         """Every agent's responses to `problems`, each verified once (steps 2-3)."""
@@ -247,7 +261,8 @@ class Trainer:
                                        source=agent, reward=r, kind=problems[q].kind)
                 for (agent, q, s), r in zip(flat, rewards, strict=True)]
 
-    def _log_step(self, pool: list[Trajectory], results: list[LearnResult]) -> dict[str, dict[str, float]]:
+    def _log_step(self, pool: list[Trajectory], results: list[LearnResult],
+                  planning: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         caps = self.capability.capabilities()
         metrics: dict[str, dict[str, float]] = {}
         for k, (name, result) in enumerate(zip(self.names, results, strict=True)):
@@ -255,6 +270,7 @@ class Trainer:
             totals = self.totals[name]
             totals.train_seconds += result.train_seconds
             totals.updates += result.stats.updates
+            totals.trained_rows += result.trained_rows
             lengths = [len(t.completion_ids) for t in own]
             m = {
                 "reward": sum(t.reward for t in own) / len(own),
@@ -267,6 +283,7 @@ class Trainer:
                 "rollouts_total": float(totals.rollouts),
                 "generated_tokens_total": float(totals.generated_tokens),
                 **result.metrics(),
+                **planning[k],
             }
             metrics[name] = m
             self.tracker.log("train", self.step, name, m)

@@ -13,6 +13,7 @@ which makes a response re-tokenised by another agent comparable to one the learn
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -124,14 +125,14 @@ def hacpo_loss(
 
     cross = ~is_self
     r = ratio.detach()
-    self_ratio, cross_ratio = r[is_self], r[cross]
-    below = cross_ratio < lower if clip_cross else torch.zeros_like(cross_ratio, dtype=torch.bool)
-    above = cross_ratio > 1.0 if clip_cross else torch.zeros_like(cross_ratio, dtype=torch.bool)
+    cross_ratio = r[cross]
+    # without the cross clip nothing is clipped: an interval of (-inf, inf) counts nothing outside it
+    low, high = (lower, 1.0) if clip_cross else (-math.inf, math.inf)
     stats = LossStats(
         loss=float(loss.detach()), lower_bound=lower,
-        self=RatioStats.of(self_ratio, outside=(self_ratio < 1.0 - eps_low) | (self_ratio > 1.0 + eps_high),
-                           zero_grad=self_zero[is_self]),
-        cross=RatioStats.of(cross_ratio, below=below, above=above, zero_grad=below | above, weights=omegas[cross]),
+        self=RatioStats.of(r[is_self], low=1.0 - eps_low, high=1.0 + eps_high, zero_grad=self_zero[is_self]),
+        cross=RatioStats.of(cross_ratio, low=low, high=high, zero_grad=(cross_ratio < low) | (cross_ratio > high),
+                            weights=omegas[cross]),
     )
     return loss, stats
 
@@ -151,13 +152,15 @@ def gspo_loss(
     advantages: Tensor,
     eps_low: float = 3e-4,
     eps_high: float = 4e-4,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, LossStats]:
-    """GSPO: sequence-level, length-normalised ratio with PPO clipping (HACPO.md §7; GSPO paper eq. 5-7).
+    """GSPO: sequence-level, length-normalised ratio with PPO clipping (docs/method.md §1; GSPO paper eq. 5-7).
 
-        s_i = exp(seq_logp_i - old_seq_logp_i);  loss = -mean_i min(s_i A_i, clip(s_i, 1-eps_low, 1+eps_high) A_i)
+        s_i = exp(seq_logp_i - old_seq_logp_i);  loss = -mean_i w_i min(s_i A_i, clip(s_i, 1-eps_low, 1+eps_high) A_i)
 
     `old_logps` is [B] (length-normalised) or [B, T] per-token; for the Naive baseline it is the source's
-    rollout log-prob of every pooled response (cross responses treated exactly like self ones).
+    rollout log-prob of every pooled response (cross responses treated exactly like self ones). `weights`
+    (default 1): GRAFT's sequence-level ablation weights transferred responses by their compatibility.
     """
     seq = sequence_logps(logps, mask)
     b = seq.shape[0]
@@ -168,10 +171,11 @@ def gspo_loss(
     non_negative("eps_high", eps_high)
     ratio = torch.exp(seq - old)
     objective, zero_grad = _clipped_surrogate(ratio, advantages, 1.0 - eps_low, 1.0 + eps_high)
+    if weights is not None:
+        objective = objective * float_1d("weights", weights, length=b).to(seq.dtype)
     loss = -objective.mean()
-    r = ratio.detach()
     return loss, LossStats(loss=float(loss.detach()), self=RatioStats.of(
-        r, outside=(r < 1.0 - eps_low) | (r > 1.0 + eps_high), zero_grad=zero_grad))
+        ratio, low=1.0 - eps_low, high=1.0 + eps_high, zero_grad=zero_grad, weights=weights))
 
 
 def grpo_loss(
@@ -184,16 +188,22 @@ def grpo_loss(
     eps_high: float = 0.28,
     loss_type: GRPOLossType = "dapo",
     max_completion_length: int | None = None,
+    weights: Tensor | None = None,
+    is_self: Tensor | None = None,
 ) -> tuple[Tensor, LossStats]:
-    """GRPO with DAPO clip-higher: token-level ratio r_t = exp(logp_t - old_logp_t) (HACPO.md §7).
+    """GRPO with DAPO clip-higher: token-level ratio r_t = exp(logp_t - old_logp_t) (docs/method.md §1).
 
-        J_t = min(r_t A_i, clip(r_t, 1 - eps_low, 1 + eps_high) A_i)
+        J_t = w_i * min(r_t A_i, clip(r_t, 1 - eps_low, 1 + eps_high) A_i)
 
     Aggregation (`loss_type`, names as in TRL):
       * "grpo":    mean over each response's tokens, then mean over responses;
       * "bnpo" / "dapo": mean over all response tokens of the batch (token-mean; identical here because
         hacrl normalises per learner mini-batch, with no cross-process token count);
       * "dr_grpo": sum over tokens / (B * max_completion_length).
+
+    `weights` (per response, default 1) scale each response's terms: GRAFT's compatibility weight on transferred
+    responses (docs/method.md §4.1, whose objective is exactly this with loss_type "dapo"). `is_self` (per response)
+    only splits the ratio statistics into the learner's own tokens and transferred ones.
     """
     logps, mask = _check_token_inputs(logps, mask)
     if not isinstance(old_logps, Tensor) or old_logps.shape != logps.shape:
@@ -208,6 +218,10 @@ def grpo_loss(
     if not 0.0 <= eps_low < 1.0:
         raise ValueError(f"eps_low must be in [0, 1), got {eps_low}")
     non_negative("eps_high", eps_high)
+    if weights is not None:
+        weights = float_1d("weights", weights, length=b)
+        if bool((weights < 0).any()):
+            raise ValueError("weights must be >= 0")
     old = torch.where(mask, old_logps.detach(), torch.zeros_like(logps))
     finite("old_logps", old)
     new = torch.where(mask, logps, torch.zeros_like(logps))
@@ -216,15 +230,31 @@ def grpo_loss(
                                               1.0 - eps_low, 1.0 + eps_high)
     fmask = mask.to(logps.dtype)
     per_token = objective * fmask
+    if weights is not None:
+        per_token = per_token * weights.to(logps.dtype)[:, None]
     if loss_type == "grpo":
         loss = -(per_token.sum(1) / fmask.sum(1)).mean()
     elif loss_type == "dr_grpo":
         loss = -per_token.sum() / (b * float(max_completion_length or 1))
     else:
         loss = -per_token.sum() / fmask.sum()
-    r = ratio.detach()[mask]
-    return loss, LossStats(loss=float(loss.detach()), self=RatioStats.of(
-        r, outside=(r < 1.0 - eps_low) | (r > 1.0 + eps_high), zero_grad=zero_grad[mask]))
+    own = mask if is_self is None else mask & as_1d("is_self", is_self, length=b).bool()[:, None]
+    peer = mask & ~own
+    token_weights = None if weights is None else weights[:, None].expand_as(ratio)
+    low, high = 1.0 - eps_low, 1.0 + eps_high
+    return loss, LossStats(
+        loss=float(loss.detach()),
+        self=RatioStats.of(ratio[own], low=low, high=high, zero_grad=zero_grad[own],
+                           weights=None if token_weights is None else token_weights[own]),
+        cross=RatioStats.of(ratio[peer], low=low, high=high, zero_grad=zero_grad[peer],
+                            weights=None if token_weights is None else token_weights[peer]))
+
+
+def nll_loss(*, logps: Tensor, mask: Tensor) -> Tensor:
+    """Token-mean negative log-likelihood of the masked tokens: SGT's supervised term (docs/method.md §4.2)."""
+    logps, mask = _check_token_inputs(logps, mask)
+    fmask = mask.to(logps.dtype)
+    return -(torch.where(mask, logps, torch.zeros_like(logps)) * fmask).sum() / fmask.sum()
 
 
 def kl_penalty(*, logps: Tensor, ref_logps: Tensor, mask: Tensor) -> Tensor:

@@ -19,60 +19,58 @@ __all__ = ["LossStats", "RatioStats", "UpdateStats"]
 
 @dataclass
 class RatioStats:
-    """Importance ratios of one group of terms (self or cross responses, or self tokens for GRPO).
+    """Importance ratios of one group of terms (self or cross responses; tokens for token-level losses).
 
-    `count` is how many ratios (responses for sequence-level ratios, tokens for token-level ones); `outside`
-    how many lie outside the clip interval; `below` / `above` how many lie under / over it (cross responses);
-    `zero_grad` how many had their gradient removed by the clip; `weight_sum` the sum of the per-response
-    weights (HACPO's omega) over the group.
+    `count` is how many ratios; `below` / `above` how many lie under / over the clip interval (`outside` is
+    either); `zero_grad` how many had their gradient removed by the clip; `weighted` terms also carry a weight
+    (HACPO's omega, GRAFT's compatibility weight) summed in `weight_sum`.
     """
 
     count: int = 0
     ratio_sum: float = 0.0
     ratio_min: float = math.inf
     ratio_max: float = -math.inf
-    outside: int = 0
     below: int = 0
     above: int = 0
     zero_grad: int = 0
+    weighted: bool = False
     weight_sum: float = 0.0
 
     @classmethod
-    def of(cls, ratio: Tensor, *, outside: Tensor | None = None, below: Tensor | None = None,
-           above: Tensor | None = None, zero_grad: Tensor | None = None, weights: Tensor | None = None) -> RatioStats:
-        """Stats of the ratios in `ratio` (any shape, already restricted to the group); masks of the same shape."""
+    def of(cls, ratio: Tensor, *, low: float, high: float, zero_grad: Tensor,
+           weights: Tensor | None = None) -> RatioStats:
+        """Stats of `ratio` (any shape, already restricted to the group) against the interval [low, high]."""
         r = ratio.detach().double().reshape(-1)
         if r.numel() == 0:
-            return cls()
-
-        def count(mask: Tensor | None) -> int:
-            return int(mask.sum()) if mask is not None else 0
-
+            return cls(weighted=weights is not None)
         return cls(count=int(r.numel()), ratio_sum=float(r.sum()), ratio_min=float(r.min()), ratio_max=float(r.max()),
-                   outside=count(outside), below=count(below), above=count(above), zero_grad=count(zero_grad),
+                   below=int((r < low).sum()), above=int((r > high).sum()), zero_grad=int(zero_grad.sum()),
+                   weighted=weights is not None,
                    weight_sum=float(weights.detach().double().sum()) if weights is not None else 0.0)
+
+    @property
+    def outside(self) -> int:
+        return self.below + self.above
 
     def merged(self, other: RatioStats) -> RatioStats:
         return RatioStats(
             count=self.count + other.count, ratio_sum=self.ratio_sum + other.ratio_sum,
             ratio_min=min(self.ratio_min, other.ratio_min), ratio_max=max(self.ratio_max, other.ratio_max),
-            outside=self.outside + other.outside, below=self.below + other.below, above=self.above + other.above,
-            zero_grad=self.zero_grad + other.zero_grad, weight_sum=self.weight_sum + other.weight_sum)
+            below=self.below + other.below, above=self.above + other.above, zero_grad=self.zero_grad + other.zero_grad,
+            weighted=self.weighted or other.weighted, weight_sum=self.weight_sum + other.weight_sum)
 
-    def metrics(self, prefix: str, *, bounds_below_above: bool = False, weighted: bool = False) -> dict[str, float]:
-        """`{prefix}/count`, ratio mean/min/max and clip fractions (fractions of `count`)."""
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """`{prefix}/count`, ratio mean/min/max, clip fractions (of `count`) and the mean weight."""
         out = {f"{prefix}/count": float(self.count)}
         if not self.count:
             return out
         n = float(self.count)
         out |= {f"{prefix}/ratio_mean": self.ratio_sum / n, f"{prefix}/ratio_min": self.ratio_min,
-                f"{prefix}/ratio_max": self.ratio_max, f"{prefix}/zero_grad_frac": self.zero_grad / n}
-        if bounds_below_above:
-            out |= {f"{prefix}/clip_low_frac": self.below / n, f"{prefix}/clip_high_frac": self.above / n}
-        else:
-            out[f"{prefix}/clip_frac"] = self.outside / n
-        if weighted:
-            out[f"{prefix}/omega_mean"] = self.weight_sum / n
+                f"{prefix}/ratio_max": self.ratio_max, f"{prefix}/clip_frac": self.outside / n,
+                f"{prefix}/clip_low_frac": self.below / n, f"{prefix}/clip_high_frac": self.above / n,
+                f"{prefix}/zero_grad_frac": self.zero_grad / n}
+        if self.weighted:
+            out[f"{prefix}/weight_mean"] = self.weight_sum / n
         return out
 
 
@@ -93,7 +91,8 @@ class LossStats:
         out = {"loss": self.loss, **self.self.metrics("self")}
         if self.lower_bound is not None:
             out["cross/lower_bound"] = self.lower_bound
-            out |= self.cross.metrics("cross", bounds_below_above=True, weighted=True)
+        if self.cross.count or self.lower_bound is not None:
+            out |= self.cross.metrics("cross")
         return out
 
 
@@ -140,7 +139,7 @@ class UpdateStats:
             out["kl"] = self.kl_sum / self.kl_terms
         out |= self.self.metrics("self")
         if self.cross.count or self.lower_bounds:
-            out |= self.cross.metrics("cross", bounds_below_above=True, weighted=True)
+            out |= self.cross.metrics("cross")
         if self.lower_bounds:
             out["cross/lower_bound_first"], out["cross/lower_bound_last"] = self.lower_bounds[0], self.lower_bounds[-1]
         return out
