@@ -105,6 +105,19 @@ class CheckpointConfig:
 class LoggingConfig:
     tensorboard: bool = True
     progress: bool = True
+    # Write every live agent's verified responses to OUTPUT_DIR/rollouts/ (text, mean log-prob, reward; see
+    # hacrl.replay), so a later run can learn from this one as a replayed peer.
+    record_rollouts: bool = False
+
+
+@dataclass
+class ReplayConfig:
+    """A replayed peer: agent `agent` of the run recorded at `path` (its output_dir or its rollouts/ directory),
+    joined to the pool as source `name`; neither loaded nor trained (hacrl.replay)."""
+
+    name: str
+    path: str
+    agent: str
 
 
 @dataclass
@@ -121,6 +134,7 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    replay: list[ReplayConfig] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,9 +247,21 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"algorithm.loss_type: {cfg.algorithm.loss_type!r} is not one of "
                           f"{', '.join(GRPO_LOSS_TYPES)}")
     preset = get_preset(cfg.algorithm.name)
-    if preset.shares_rollouts and len(cfg.agents) < 2:
+    if preset.shares_rollouts and len(cfg.agents) + len(cfg.replay) < 2:
         raise ConfigError(f"algorithm.name: {preset.name!r} shares rollouts between agents and needs at least 2 "
-                          f"agents, got {len(cfg.agents)}")
+                          f"agents (or a replayed peer), got {len(cfg.agents)}")
+    for i, peer in enumerate(cfg.replay):
+        if peer.name in names or [r.name for r in cfg.replay].count(peer.name) > 1:
+            raise ConfigError(f"replay[{i}].name: {peer.name!r} is already the name of an agent or another replayed "
+                              "peer")
+        if not peer.name or "/" in peer.name:
+            raise ConfigError(f"replay[{i}].name: must be non-empty and contain no '/', got {peer.name!r}")
+    if cfg.replay and not preset.shares_rollouts:
+        raise ConfigError(f"replay: {preset.name!r} trains each agent on its own responses only; a replayed peer "
+                          "needs a sharing rule (graft, sgt or naive)")
+    if cfg.replay and (preset.advantage == "capability" or preset.cross_weights == "omega"):
+        raise ConfigError(f"replay: {preset.name!r} weighs peers by their capability, which a replayed peer has no "
+                          "estimate of on steps its record lacks; use graft, sgt or naive")
     rb = cfg.algorithm.ratio_bounds
     if len(rb) != 2 or not (0 < rb[0] <= 1 <= rb[1]):
         raise ConfigError(f"algorithm.ratio_bounds: must be [low, high] with 0 < low <= 1 <= high, got {rb}")

@@ -12,6 +12,7 @@ One step (docs/method.md §2; `Trainer.train_step` reads in this order):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from hacrl.evaluator import score_completions
 from hacrl.executors import Executor, SequentialExecutor
 from hacrl.learner import LearnRequest, LearnResult
 from hacrl.pool import Trajectory
+from hacrl.replay import ReplayedPeer, RolloutRecorder
 from hacrl.rollout.sampler import SamplingParams
 from hacrl.tasks.base import Problem, Task
 from hacrl.tasks.registry import make_task
@@ -42,7 +44,7 @@ from hacrl.workers import AgentWorker, WorkerSettings
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
-_RESUME_KEYS = ("agents", "algorithm", "task", "seed", "prompts_per_step", "num_generations")
+_RESUME_KEYS = ("agents", "algorithm", "task", "seed", "prompts_per_step", "num_generations", "replay")
 
 
 class ResumeError(ValueError):
@@ -113,6 +115,7 @@ def _fingerprint(cfg: RunConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "prompts_per_step": cfg.training.prompts_per_step,
         "num_generations": [a.num_generations or cfg.training.num_generations for a in cfg.agents],
+        "replay": [asdict(r) for r in cfg.replay],
     }
 
 
@@ -135,7 +138,6 @@ class Trainer:
         self.eval_problems = eval_problems
         self.out = Path(cfg.output_dir)
         self.names = [a.name for a in cfg.agents]
-        self.source_names = list(self.names)  # pool sources: the agents, then any replayed peers
         self.n = len(cfg.agents)
         self.generations = [self.objective.responses_per_prompt(a.num_generations or t.num_generations)
                             for a in cfg.agents]
@@ -146,6 +148,8 @@ class Trainer:
         self.capability = CapabilityTracker(self.n, window=cfg.algorithm.capability_window,
                                             ratio_bounds=tuple(cfg.algorithm.ratio_bounds))  # type: ignore[arg-type]
         self.stream = DataStream(len(self.train_problems), cfg.seed)
+        self.replays = [ReplayedPeer(r, cfg.task, self.train_problems) for r in cfg.replay]
+        self.source_names = self.names + [r.name for r in self.replays]  # pool sources: agents, then replayed peers
         self.step = 0
         self.totals = {name: AgentTotals() for name in self.names}
         self.evaluations: list[dict[str, Any]] = []
@@ -158,6 +162,9 @@ class Trainer:
         (self.out / "config.yaml").write_text(dump_config(cfg))
         self.tracker = Tracker(self.out, tensorboard=cfg.logging.tensorboard,
                                resume_step=self.step if resume_from is not None else None)
+        self.recorder = (RolloutRecorder(self.out, cfg.task, self.names,
+                                         resume_step=self.step if resume_from is not None else None)
+                         if cfg.logging.record_rollouts else None)
 
     # ---------------------------------------------------------------- construction
 
@@ -219,11 +226,14 @@ class Trainer:
     def train_step(self) -> dict[str, dict[str, float]]:
         """One step for every agent (module docstring, steps 1-6); returns each agent's logged metrics."""
         problems = [self.train_problems[i] for i in self.stream.take(self.cfg.training.prompts_per_step)]
-        pool = self._sample(problems)
+        pool, replayed = self._sample(problems)
+        if self.recorder is not None:
+            self.recorder.write(self.step + 1, pool, self.names)
         rewards = torch.tensor([t.reward for t in pool], dtype=torch.float64)
         groups = torch.tensor([t.prompt_index for t in pool])
         sources = torch.tensor([t.source for t in pool])
-        self.capability.update(rewards, sources)
+        live = sources < self.n
+        self.capability.update(rewards[live], sources[live])
         plans = [self.objective.plan_rows(rewards=rewards, groups=groups, sources=sources, learner=k,
                                           capability=self.capability, n_live=self.n,
                                           seed=self.cfg.seed * 1_000_003 + self.step * 101 + k)
@@ -232,7 +242,7 @@ class Trainer:
                     for p in plans]
         results = self.executor.call(AgentWorker.learn, requests)
         self.step += 1
-        return self._log_step(pool, results, [self._named(p.diagnostics) for p in plans])
+        return self._log_step(pool, results, [self._named(p.diagnostics) | replayed for p in plans])
 
     def _named(self, diagnostics: dict[str, float]) -> dict[str, float]:
         """Planning diagnostics with source indices (`share/from1/kept`) replaced by agent names."""
@@ -244,8 +254,9 @@ class Trainer:
             out[key] = value
         return out
 
-    def _sample(self, problems: list[Problem]) -> list[Trajectory]:
-        """Every agent's responses to `problems`, each verified once (steps 2-3)."""
+    def _sample(self, problems: list[Problem]) -> tuple[list[Trajectory], dict[str, float]]:
+        """Every agent's responses to `problems` and any replayed peer's recorded ones, each verified once
+        (steps 2-3); with per-peer counts of matched responses and of problems its record lacks."""
         prompts = [p.prompt for p in problems]
         results = self.executor.call(AgentWorker.generate, [(prompts, g) for g in self.generations])
         flat = []  # (agent, prompt index, sample)
@@ -256,10 +267,20 @@ class Trainer:
             totals.rollouts += len(samples)
             totals.generated_tokens += sum(len(s.completion_ids) for s in samples)
             flat += [(agent, k // g, s) for k, s in enumerate(samples)]
-        rewards = self.task.score([problems[q] for _, q, _ in flat], [s.text for _, _, s in flat])
-        return [Trajectory.from_sample(s, prompt_index=q, problem_id=problems[q].id, prompt=problems[q].prompt,
+        replayed: list[Trajectory] = []
+        counts: dict[str, float] = {}
+        for i, peer in enumerate(self.replays):
+            rows, missing = peer.trajectories(problems, self.step + 1, source=self.n + i)
+            replayed += rows
+            counts |= {f"replay/{peer.name}/responses": float(len(rows)),
+                       f"replay/{peer.name}/missing_problems": float(missing)}
+        rewards = self.task.score([problems[q] for _, q, _ in flat] + [problems[t.prompt_index] for t in replayed],
+                                  [s.text for _, _, s in flat] + [t.completion for t in replayed])
+        live = [Trajectory.from_sample(s, prompt_index=q, problem_id=problems[q].id, prompt=problems[q].prompt,
                                        source=agent, reward=r, kind=problems[q].kind)
-                for (agent, q, s), r in zip(flat, rewards, strict=True)]
+                for (agent, q, s), r in zip(flat, rewards[:len(flat)], strict=True)]
+        peers = [dataclasses.replace(t, reward=float(r)) for t, r in zip(replayed, rewards[len(flat):], strict=True)]
+        return live + peers, counts
 
     def _log_step(self, pool: list[Trajectory], results: list[LearnResult],
                   planning: list[dict[str, float]]) -> dict[str, dict[str, float]]:

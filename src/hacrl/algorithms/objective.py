@@ -335,7 +335,9 @@ def _source_group_advantages(rewards: Tensor, groups: Tensor, sources: Tensor, e
     adv = torch.zeros_like(rewards)
     for source in sources.unique().tolist():
         rows = (sources == source).nonzero().flatten()
-        adv[rows] = group_advantages(rewards[rows], groups[rows], eps=eps)
+        # a replayed peer may lack some prompts: renumber its groups 0..Q'-1 (the identity for a live agent)
+        compact = torch.unique(groups[rows], return_inverse=True)[1]
+        adv[rows] = group_advantages(rewards[rows], compact, eps=eps)
     return adv
 
 
