@@ -18,6 +18,7 @@ import torch
 from conftest import tiny_run_config
 from hacrl.config import config_from_dict
 from hacrl.trainer import Trainer
+from hacrl.workers import AgentWorker
 from vllm_support import BPE_H32, CHAR_H32, LOGP_BOUND, graded_task, max_gap, needs_vllm, trainer_logps, vllm_rollout
 
 pytestmark = needs_vllm
@@ -38,7 +39,7 @@ def _run(cfg: dict[str, Any], *, resume: bool = False) -> tuple[Trainer, list[di
     trainer = Trainer(config_from_dict(cfg), resume=resume, task=graded_task())
     try:
         trainer.run()
-        return trainer, trainer.executor.map("state_tensors", [()] * trainer.n)
+        return trainer, trainer.executor.call(AgentWorker.state_tensors, [()] * trainer.n)
     finally:
         if executor_is_remote(trainer):
             trainer.close()
@@ -110,9 +111,9 @@ def test_ray_executor_one_engine_per_actor(tmp_path: Path, two_steps: tuple[Trai
         assert len({i["pid"] for i in info}) == 2  # one process, hence one engine, per agent
         assert [i["threads"] for i in info] == [1, 1]  # starting vLLM in the actor kept its torch threads
         trainer.run()
-        rollout = trainer.executor.map("rollout_info", [()] * 2)
+        rollout = trainer.executor.call(AgentWorker.rollout_info, [()] * 2)
         assert [(r["backend"], r["pushes"]) for r in rollout] == [("vllm", 2), ("vllm", 2)]
-        _assert_same(trainer.executor.map("state_tensors", [()] * 2), sequential, "Ray vs sequential, vLLM")
+        _assert_same(trainer.executor.call(AgentWorker.state_tensors, [()] * 2), sequential, "Ray vs sequential, vLLM")
     finally:
         trainer.close()
     assert not ray.is_initialized()

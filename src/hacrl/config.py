@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from hacrl.algorithms.losses import GRPO_LOSS_TYPES
-from hacrl.algorithms.presets import PRESETS
+from hacrl.algorithms.presets import PRESETS, get_preset, is_known
 
 
 class ConfigError(ValueError):
@@ -82,8 +82,11 @@ class AlgorithmConfig:
     max_reward: float = 1.0
     beta: float = 0.0
     loss_type: str = "dapo"
-    minibatch_order: Literal["self_first", "shuffle"] = "self_first"
+    # None: the preset's order (self_first for HACPO, peer_last for GRAFT and SGT)
+    minibatch_order: Literal["self_first", "shuffle", "peer_last", "peer_first"] | None = None
     advantage_eps: float = 1e-6
+    gate_delta: float = 0.8  # GRAFT: transferred responses need exp(lbar_receiver_old - lbar_source) > gate_delta
+    nll_weight: float = 0.1  # SGT: weight (lambda) of the supervised term on correct peer responses
 
 
 @dataclass
@@ -129,6 +132,19 @@ class CheckpointConfig:
 class LoggingConfig:
     tensorboard: bool = True
     progress: bool = True
+    # Write every live agent's verified responses to OUTPUT_DIR/rollouts/ (text, mean log-prob, reward; see
+    # hacrl.replay), so a later run can learn from this one as a replayed peer.
+    record_rollouts: bool = False
+
+
+@dataclass
+class ReplayConfig:
+    """A replayed peer: agent `agent` of the run recorded at `path` (its output_dir or its rollouts/ directory),
+    joined to the pool as source `name`; neither loaded nor trained (hacrl.replay)."""
+
+    name: str
+    path: str
+    agent: str
 
 
 @dataclass
@@ -145,6 +161,7 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    replay: list[ReplayConfig] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,22 +268,38 @@ def _validate(cfg: RunConfig) -> None:
         if agent.threads is not None and agent.threads < 1:
             raise ConfigError(f"agents[{i}].threads: must be >= 1, got {agent.threads}")
         _validate_rollout(cfg, i)
-    if cfg.algorithm.name not in PRESETS:
-        raise ConfigError(f"algorithm.name: {cfg.algorithm.name!r} is not one of {', '.join(PRESETS)}")
+    if not is_known(cfg.algorithm.name):
+        raise ConfigError(f"algorithm.name: {cfg.algorithm.name!r} is not one of {', '.join(PRESETS)}, or "
+                          "grpo_nK / gspo_nK (an independent baseline with K responses per prompt)")
     if cfg.algorithm.loss_type not in GRPO_LOSS_TYPES:
         raise ConfigError(f"algorithm.loss_type: {cfg.algorithm.loss_type!r} is not one of "
                           f"{', '.join(GRPO_LOSS_TYPES)}")
-    preset = PRESETS[cfg.algorithm.name]
-    if preset.shares_rollouts and len(cfg.agents) < 2:
+    preset = get_preset(cfg.algorithm.name)
+    if preset.shares_rollouts and len(cfg.agents) + len(cfg.replay) < 2:
         raise ConfigError(f"algorithm.name: {preset.name!r} shares rollouts between agents and needs at least 2 "
-                          f"agents, got {len(cfg.agents)}")
+                          f"agents (or a replayed peer), got {len(cfg.agents)}")
+    for i, peer in enumerate(cfg.replay):
+        if peer.name in names or [r.name for r in cfg.replay].count(peer.name) > 1:
+            raise ConfigError(f"replay[{i}].name: {peer.name!r} is already the name of an agent or another replayed "
+                              "peer")
+        if not peer.name or "/" in peer.name:
+            raise ConfigError(f"replay[{i}].name: must be non-empty and contain no '/', got {peer.name!r}")
+    if cfg.replay and not preset.shares_rollouts:
+        raise ConfigError(f"replay: {preset.name!r} trains each agent on its own responses only; a replayed peer "
+                          "needs a sharing rule (graft, sgt or naive)")
+    if cfg.replay and (preset.advantage == "capability" or preset.cross_weights == "omega"):
+        raise ConfigError(f"replay: {preset.name!r} weighs peers by their capability, which a replayed peer has no "
+                          "estimate of on steps its record lacks; use graft, sgt or naive")
     rb = cfg.algorithm.ratio_bounds
     if len(rb) != 2 or not (0 < rb[0] <= 1 <= rb[1]):
         raise ConfigError(f"algorithm.ratio_bounds: must be [low, high] with 0 < low <= 1 <= high, got {rb}")
     if not 0 <= cfg.algorithm.delta <= 1:
         raise ConfigError(f"algorithm.delta: must be in [0, 1] (cross lower bound 1 - delta), got "
                           f"{cfg.algorithm.delta}")
-    for name in ("alpha", "delta_step", "beta"):
+    if not 0 <= cfg.algorithm.gate_delta < 1:
+        raise ConfigError(f"algorithm.gate_delta: must be in [0, 1) (transferred responses need a compatibility "
+                          f"score above it), got {cfg.algorithm.gate_delta}")
+    for name in ("alpha", "delta_step", "beta", "nll_weight"):
         if getattr(cfg.algorithm, name) < 0:
             raise ConfigError(f"algorithm.{name}: must be >= 0, got {getattr(cfg.algorithm, name)}")
     t = cfg.training

@@ -22,7 +22,7 @@ MEAN_OVER_STEPS: dict[str, str] = {
     "cross/zero_grad_frac": "cross outside window",
     "cross/clip_low_frac": "cross below window",
     "cross/clip_high_frac": "cross above window",
-    "cross/omega_mean": "omega on cross",
+    "cross/weight_mean": "cross weight",
     "zero_advantage_frac": "zero-advantage rows",
 }
 """Metrics averaged over every training step that logged them, with the label a report prints for each.
@@ -80,7 +80,7 @@ def diagnostics_table(rows: Sequence[tuple[str, Mapping[str, float | None]]]) ->
         "|---|---|" + "---:|" * len(MEAN_OVER_STEPS)]
     for name, d in rows:
         reward = f"{_fraction(d.get('reward_first'))} → {_fraction(d.get('reward_last'))}"
-        cells = [_number(d.get(k)) if k in ("grad_norm", "cross/omega_mean") else _fraction(d.get(k))
+        cells = [_number(d.get(k)) if k in ("grad_norm", "cross/weight_mean") else _fraction(d.get(k))
                  for k in MEAN_OVER_STEPS]
         lines.append(f"| {name} | {reward} | " + " | ".join(cells) + " |")
     return lines

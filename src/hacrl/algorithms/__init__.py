@@ -1,4 +1,4 @@
-"""Pure tensor math of HACPO and its baselines: no models, no I/O (see docs/algorithms.md)."""
+"""Pure tensor math of HACPO and its baselines: no models, no I/O (see docs/method.md and docs/algorithms.md)."""
 
 from hacrl.algorithms.advantages import (
     capability_aware_advantages,
@@ -14,12 +14,18 @@ from hacrl.algorithms.losses import (
     kl_penalty,
     sequence_logps,
 )
-from hacrl.algorithms.presets import PRESETS, AlgorithmPreset, get_preset
+from hacrl.algorithms.objective import Objective, resolve_objective
+from hacrl.algorithms.presets import PRESETS, Preset, get_preset
+from hacrl.algorithms.stats import LossStats, RatioStats, UpdateStats
 
 __all__ = [
     "PRESETS",
-    "AlgorithmPreset",
     "CapabilityTracker",
+    "LossStats",
+    "Objective",
+    "Preset",
+    "RatioStats",
+    "UpdateStats",
     "capability_aware_advantages",
     "capability_aware_baseline",
     "cross_lower_bound",
@@ -29,5 +35,6 @@ __all__ = [
     "gspo_loss",
     "hacpo_loss",
     "kl_penalty",
+    "resolve_objective",
     "sequence_logps",
 ]

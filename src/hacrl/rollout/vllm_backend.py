@@ -419,7 +419,7 @@ class VLLMBackend:
         }
         make = self._vllm.SamplingParams
         if params.greedy:
-            return [make(temperature=0.0, **common)] * n
+            return [make(temperature=0.0, **common) for _ in range(n)]  # one object per request: vLLM may amend it
         device = generator.device if generator is not None else torch.device("cpu")
         seeds = torch.randint(0, _SEED_HIGH, (n,), generator=generator, device=device).tolist()
         return [make(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or 0, seed=int(s),
