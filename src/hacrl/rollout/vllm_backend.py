@@ -91,7 +91,8 @@ _sleeper: Any = None
 def _sleep_process(backend: Any) -> None:
     """Sleep mode is process-wide in vLLM: its CUDA memory pool is one per process, so one engine's `sleep(1)`
     offloads the weights and drops the KV caches of EVERY sleep-mode engine in the process, and only the engine
-    that slept may wake them (the others do not know they sleep). So the first engine to sleep owns the sleep."""
+    that slept may wake them (the others do not know they sleep). So the first engine to sleep owns the sleep, and
+    every sleep-mode engine drops its prefix cache before it generates (`VLLMBackend._ready`)."""
     global _sleeper
     if _sleeper is None:
         backend.llm.sleep(level=1)
@@ -386,6 +387,10 @@ class VLLMBackend:
         _wake_process()
         if self.stale:
             self.push_weights()
+        elif self.sleep_enabled:
+            # Any sleep (this engine's or another's: the pool is shared) dropped this engine's KV cache, but only
+            # the engine that slept forgot its cached prompt blocks; reusing them would read freed memory.
+            self.llm.reset_prefix_cache()
 
     def _rest(self) -> None:
         """With sleep mode (CUDA) the engine gives back its weights' and KV cache's memory until the next generate."""
