@@ -115,3 +115,31 @@ def test_the_prefix_cache_must_be_reset_after_a_push() -> None:
     assert max_gap([s.token_logps for s in fresh], reference) < LOGP_BOUND
     assert first_token_gap > 100 * LOGP_BOUND
     engine.close()
+
+
+def test_process_wide_sleep_and_wake_with_two_engines() -> None:
+    """Two engines in one process, each sleeping after and waking before its generates. On a CPU vLLM's sleep only
+    pauses the engine's scheduler and drops its prefix cache (the memory part needs CUDA, where `enable_sleep_mode`
+    turns this on), so this checks the bookkeeping: whichever engine slept last is woken before the other
+    generates, nothing hangs, and every engine keeps returning what it returned awake."""
+    from hacrl.models.loading import load_agent as load
+    from hacrl.rollout import vllm_backend
+
+    agents = [load("char", CHAR_H32, progress=False), load("bpe", "zoo:test-llama-bpe-h32", progress=False)]
+    engines = [_backend(a, a.path) for a in agents]
+    problems = ArithmeticTask().train_problems()[:4]
+    prompts = [[a.encode_prompt(p.prompt) for p in problems] for a in agents]
+    awake = [e.generate(p, PARAMS, generator=torch.Generator().manual_seed(0)) for e, p in zip(engines, prompts,
+                                                                                             strict=True)]
+    for engine in engines:
+        engine.sleep_enabled = True  # what enable_sleep_mode gives on CUDA
+    try:
+        for _ in range(2):
+            for engine, batch, expected in zip(engines, prompts, awake, strict=True):
+                got = engine.generate(batch, PARAMS, generator=torch.Generator().manual_seed(0))
+                assert [s.completion_ids for s in got] == [s.completion_ids for s in expected]
+                assert vllm_backend._sleeper is engine.llm  # it slept after its generate, and owns the sleep
+    finally:
+        for engine in engines:
+            engine.close()
+    assert vllm_backend._sleeper is None  # the last close woke the process before shutting the engines down
