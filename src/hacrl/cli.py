@@ -156,9 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compare", help="HACPO against the baselines over seeds (Table 1 in miniature)")
+    p = sub.add_parser("compare", help="every sharing rule against independent training at equal cost and equal "
+                                      "data, over seeds")
     p.add_argument("config")
-    p.add_argument("--algorithms", default="hacpo,gspo,gspo_x2,grpo,naive")
+    p.add_argument("--algorithms", default=None,
+                   help="comma-separated presets, grpo_nK / gspo_nK baselines and RULE-stored arms (default: grpo, "
+                        "grpo_n{n*G}, naive, hacpo, graft, sgt, graft-stored)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
