@@ -39,7 +39,7 @@ class AgentConfig:
     system_prompt: str | None = None
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
-    num_generations: int | None = None  # per-agent G_j (HACPO.md §9); None = training.num_generations
+    num_generations: int | None = None  # per-agent G_j (docs/method.md §1); None = training.num_generations
     threads: int | None = None  # torch threads for this agent's worker (Ray executor); None = executor default
 
 
@@ -83,7 +83,7 @@ class TrainingConfig:
     steps: int = 100
     prompts_per_step: int = 16
     num_generations: int = 8
-    minibatch_size: int = 64  # fixed in responses (HACPO.md §6)
+    minibatch_size: int = 64  # fixed in responses (docs/method.md §2)
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
@@ -145,10 +145,6 @@ _POSITIVE_INTS = {"training.steps", "training.prompts_per_step", "training.num_g
                   "training.max_nonfinite_updates", "checkpoint.every", "checkpoint.keep_last",
                   "algorithm.capability_window", "training.eval_limit", "training.eval_max_new_tokens",
                   "training.max_completion_tokens", "threads"}
-
-
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
