@@ -356,3 +356,15 @@ def test_every_rule_beside_both_baselines_end_to_end(tmp_path: Path, capsys: pyt
                  "| GRAFT (stored peer) |"):
         assert name in table
     assert "Sharing diagnostics of `char`" in table and "| Rollouts | Trained on | Updates | Compute (s) |" in table
+
+
+def test_compressed_metrics_aggregate_the_same(tmp_path: Path) -> None:
+    """Committed results keep metrics.jsonl gzip-compressed; aggregation reads either."""
+    import gzip
+
+    hand_made(tmp_path)
+    plain = summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1]).as_json()
+    for path in tmp_path.glob("runs/*/seed*/metrics.jsonl"):
+        path.with_suffix(".jsonl.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    assert summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1]).as_json() == plain

@@ -143,12 +143,22 @@ def _json_safe(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------ reading runs
 
 
+def _read_text(path: Path) -> str:
+    """A metrics file as text; committed results keep it gzip-compressed (`metrics.jsonl.gz`)."""
+    if path.suffix == ".gz":
+        import gzip
+
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            return fh.read()
+    return path.read_text()
+
+
 def _records(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
     """(evaluation records, training records) per agent, one per step (the last one wins), sorted by step."""
     import json
 
     by_key: dict[str, dict[tuple[str, int], dict[str, Any]]] = {"eval": {}, "train": {}}
-    for line in path.read_text().splitlines():
+    for line in _read_text(path).splitlines():
         if not line.strip():
             continue
         try:
@@ -169,6 +179,8 @@ def _records(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, lis
 def load_run(directory: Path) -> dict[str, Any]:
     """One finished run's numbers: summary.json, the eval curves and training records, and compare's record."""
     summary_path, metrics_path = directory / "summary.json", directory / "metrics.jsonl"
+    if not metrics_path.is_file() and metrics_path.with_suffix(".jsonl.gz").is_file():
+        metrics_path = metrics_path.with_suffix(".jsonl.gz")
     missing = [p.name for p in (summary_path, metrics_path) if not p.is_file()]
     if missing:
         raise ConfigError(f"{directory}: no {' or '.join(missing)}; the run has not finished (rerun compare)")
