@@ -20,6 +20,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from hacrl.learner import MicrobatchBudgetError
     from hacrl.models.loading import AgentLoadError
     from hacrl.rollout.sampler import NonFiniteLogitsError
     from hacrl.tasks.base import RewardFunctionError
@@ -27,7 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from hacrl.workers import NonFiniteUpdateError
 
     return (*USER_ERRORS, AgentLoadError, ResumeError, NonFiniteUpdateError, NonFiniteLogitsError,
-            RewardFunctionError)
+            RewardFunctionError, MicrobatchBudgetError)
 
 
 def demo_config_dict() -> dict:

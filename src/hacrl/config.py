@@ -89,6 +89,10 @@ class TrainingConfig:
     top_p: float = 1.0
     max_grad_norm: float = 1.0
     max_completion_tokens: int | None = None  # cap for re-tokenised cross responses; None = 2 x max_new_tokens
+    # Split each mini-batch into micro-batches of at most this many tokens (prompt + completion per response) and
+    # accumulate their gradients into one optimizer step; the loss keeps the whole mini-batch's normaliser.
+    # None: one forward/backward pass per mini-batch.
+    max_tokens_per_microbatch: int | None = None
     eval_every: int = 25
     eval_limit: int | None = None
     eval_max_new_tokens: int | None = None
@@ -144,7 +148,7 @@ _POSITIVE_INTS = {"training.steps", "training.prompts_per_step", "training.num_g
                   "training.minibatch_size", "training.max_new_tokens", "training.eval_every",
                   "training.max_nonfinite_updates", "checkpoint.every", "checkpoint.keep_last",
                   "algorithm.capability_window", "training.eval_limit", "training.eval_max_new_tokens",
-                  "training.max_completion_tokens", "threads"}
+                  "training.max_completion_tokens", "training.max_tokens_per_microbatch", "threads"}
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:

@@ -45,6 +45,7 @@ class WorkerSettings:
     max_grad_norm: float
     max_completion_tokens: int
     max_nonfinite_updates: int
+    max_tokens_per_microbatch: int | None = None
     eval_batch_size: int = 128
     threads: int | None = None
     progress: bool = True
@@ -79,6 +80,7 @@ class AgentWorker:
             objective=objective, minibatch_size=settings.minibatch_size, max_grad_norm=settings.max_grad_norm,
             max_completion_tokens=settings.max_completion_tokens,
             max_nonfinite_updates=settings.max_nonfinite_updates, temperature=settings.sampling.temperature,
+            max_tokens_per_microbatch=settings.max_tokens_per_microbatch,
             gradient_checkpointing=agent.gradient_checkpointing, on_update=self.backend.sync_weights,
             reference=reference)
         self._prompt_cache: dict[str, list[int]] = {}
@@ -119,6 +121,10 @@ class AgentWorker:
         if limit is None:
             return [True] * len(prompts)
         return [len(self.encode_prompt(p)) + max_new_tokens <= limit for p in prompts]
+
+    def longest_prompt(self, prompts: list[str]) -> int:
+        """Tokens of the longest rendered prompt (for the micro-batch budget check before training)."""
+        return max(len(self.encode_prompt(p)) for p in prompts)
 
     # ---------------------------------------------------------------- learning
 
