@@ -1,4 +1,4 @@
-"""An independent, loop-based re-statement of HACPO.md §3-§5 checked against the tensor code.
+"""An independent, loop-based re-statement of docs/method.md §3 checked against the tensor code.
 
 Random inputs: 2-4 agents, unequal responses per agent, binary and fractional rewards, random update
 indices and alphas, float64; agreement to a relative 1e-5 (values and gradients).

@@ -218,7 +218,7 @@ def report(results: dict[str, Any], start_machine: dict[str, Any], quick: bool) 
         "the cores and Ray gains nothing over in-process. In-process runs with 1 torch thread: 2 threads in one "
         "process on this busy 2-core machine measured 20-50x slower per step (2026-11-22: 10-26 s instead of 0.5 s "
         "for the vs-TRL step; 17 s instead of 1.1 s here with `--inproc-threads 1,2`), the erratic behaviour "
-        "MEASURED.md describes, which is also why Ray actors default to one thread.",
+        "the README (\"Threads\") describes, which is also why Ray actors default to one thread.",
         "",
         "## 3. Sampler: hacrl KV-cache loop vs `model.generate`",
         "",

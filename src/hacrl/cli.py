@@ -20,6 +20,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from hacrl.learner import MicrobatchBudgetError
     from hacrl.models.loading import AgentLoadError
     from hacrl.rollout.sampler import NonFiniteLogitsError
     from hacrl.tasks.base import RewardFunctionError
@@ -27,7 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from hacrl.workers import NonFiniteUpdateError
 
     return (*USER_ERRORS, AgentLoadError, ResumeError, NonFiniteUpdateError, NonFiniteLogitsError,
-            RewardFunctionError)
+            RewardFunctionError, MicrobatchBudgetError)
 
 
 def demo_config_dict() -> dict:
@@ -156,9 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compare", help="HACPO against the baselines over seeds (Table 1 in miniature)")
+    p = sub.add_parser("compare", help="every sharing rule against independent training at equal cost and equal "
+                                      "data, over seeds")
     p.add_argument("config")
-    p.add_argument("--algorithms", default="hacpo,gspo,gspo_x2,grpo,naive")
+    p.add_argument("--algorithms", default=None,
+                   help="comma-separated presets, grpo_nK / gspo_nK baselines and RULE-stored arms (default: grpo, "
+                        "grpo_n{n*G}, naive, hacpo, graft, sgt, graft-stored)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

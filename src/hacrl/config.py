@@ -64,7 +64,7 @@ class AgentConfig:
     system_prompt: str | None = None
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
-    num_generations: int | None = None  # per-agent G_j (HACPO.md §9); None = training.num_generations
+    num_generations: int | None = None  # per-agent G_j (docs/method.md §1); None = training.num_generations
     threads: int | None = None  # torch threads for this agent's worker (Ray executor); None = executor default
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
@@ -109,13 +109,17 @@ class TrainingConfig:
     steps: int = 100
     prompts_per_step: int = 16
     num_generations: int = 8
-    minibatch_size: int = 64  # fixed in responses (HACPO.md §6)
+    minibatch_size: int = 64  # fixed in responses (docs/method.md §2)
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int | None = 0  # 0 or None: off
     max_grad_norm: float = 1.0
     max_completion_tokens: int | None = None  # cap for re-tokenised cross responses; None = 2 x max_new_tokens
+    # Split each mini-batch into micro-batches of at most this many tokens (prompt + completion per response) and
+    # accumulate their gradients into one optimizer step; the loss keeps the whole mini-batch's normaliser.
+    # None: one forward/backward pass per mini-batch.
+    max_tokens_per_microbatch: int | None = None
     eval_every: int = 25
     eval_limit: int | None = None
     eval_max_new_tokens: int | None = None
@@ -171,11 +175,7 @@ _POSITIVE_INTS = {"training.steps", "training.prompts_per_step", "training.num_g
                   "training.minibatch_size", "training.max_new_tokens", "training.eval_every",
                   "training.max_nonfinite_updates", "checkpoint.every", "checkpoint.keep_last",
                   "algorithm.capability_window", "training.eval_limit", "training.eval_max_new_tokens",
-                  "training.max_completion_tokens", "threads"}
-
-
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+                  "training.max_completion_tokens", "training.max_tokens_per_microbatch", "threads"}
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:

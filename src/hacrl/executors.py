@@ -46,7 +46,7 @@ class SequentialExecutor:
     """All workers in this process, one after another.
 
     `threads` sets torch's intra-op threads for the process. The default is 1: on small machines shared with
-    anything else, 2 threads per process were measured 4x to 50x slower per step (README, "Threads").
+    anything else, 2 threads per process were measured several times slower and erratic (README, "Threads").
     """
 
     def __init__(self, agents: Sequence[AgentConfig], settings: Sequence[WorkerSettings],

@@ -12,13 +12,18 @@ named and tested on their own:
   over the live rows is rescaled to the mini-batch's normaliser (its rows, or its completion tokens). Supervised
   rows (SGT) always carry gradient and are never skipped;
 * `zero_gradient_step`: a mini-batch with no live row still takes an AdamW step on an all-zero gradient
-  (momentum and weight decay move the weights), exactly as the full computation would.
+  (momentum and weight decay move the weights), exactly as the full computation would;
+* `split_by_tokens`: with `training.max_tokens_per_microbatch`, a mini-batch's live rows are cut into micro-batches
+  of at most that many tokens (prompt + completion per row); their losses, each scaled by its share of the
+  mini-batch's normaliser (rows or completion tokens), add up to the mini-batch's loss, and their gradients are
+  accumulated into one optimizer step.
 
 Only the `Objective` (hacrl.algorithms.objective) knows what is optimised; nothing here looks at a preset name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -32,18 +37,22 @@ from torch import Tensor
 from hacrl.algorithms import kl_penalty, sequence_logps
 from hacrl.algorithms.objective import CompatibilityGate, LossInputs, Normaliser, Objective
 from hacrl.algorithms.sharing import compatibility_weights
-from hacrl.algorithms.stats import UpdateStats
+from hacrl.algorithms.stats import LossStats, UpdateStats
 from hacrl.pool import LearnerBatch, RetokenizeStats, Trajectory, build_learner_batch
 from hacrl.rollout.logprobs import completion_logps
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LearnRequest", "LearnResult", "Learner", "MiniBatch", "NonFiniteUpdateError", "gate_rows",
-           "layout_minibatches", "live_rows", "zero_gradient_step"]
+__all__ = ["LearnRequest", "LearnResult", "Learner", "MicrobatchBudgetError", "MiniBatch", "NonFiniteUpdateError",
+           "gate_rows", "layout_minibatches", "live_rows", "split_by_tokens", "zero_gradient_step"]
 
 
 class NonFiniteUpdateError(RuntimeError):
     """Too many consecutive updates with NaN/inf loss or gradient: the run is diverging."""
+
+
+class MicrobatchBudgetError(ValueError):
+    """A single response is longer than `training.max_tokens_per_microbatch`: it cannot be split further."""
 
 
 @dataclass(frozen=True)
@@ -77,11 +86,35 @@ class LearnResult:
 
 @dataclass(frozen=True)
 class MiniBatch:
-    """Rows of one optimizer update (indices into the learner batch), the live ones, and the loss factor."""
+    """Rows of one optimizer update (indices into the learner batch), the live ones, and the loss factor.
+
+    `pieces` are the micro-batches the live rows are computed in (one piece: all of them).
+    """
 
     rows: list[int]
     live: list[int] = field(default_factory=list)
     scale: float = 1.0
+    pieces: list[list[int]] = field(default_factory=list)
+
+
+def split_by_tokens(rows: list[int], tokens: Tensor, budget: int) -> list[list[int]]:
+    """Consecutive runs of `rows` whose `tokens` (per batch row) add up to at most `budget` each."""
+    pieces: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i in rows:
+        n = int(tokens[i])
+        if n > budget:
+            raise MicrobatchBudgetError(f"training.max_tokens_per_microbatch: a response needs {n} tokens (prompt + "
+                                        f"completion) but the budget is {budget}; raise it to at least {n}")
+        if current and used + n > budget:
+            pieces.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n
+    if current:
+        pieces.append(current)
+    return pieces
 
 
 def layout_minibatches(is_self: list[bool], *, order: str, size: int, seed: int) -> list[list[int]]:
@@ -161,6 +194,7 @@ class Learner:
     max_completion_tokens: int
     max_nonfinite_updates: int
     temperature: float
+    max_tokens_per_microbatch: int | None = None
     gradient_checkpointing: bool = False
     on_update: Callable[[], None] = lambda: None
     reference: torch.nn.Module | None = None
@@ -237,61 +271,102 @@ class Learner:
         chunks = layout_minibatches(batch.is_self.tolist(), order=self.objective.minibatch_order,
                                     size=self.minibatch_size, seed=self.seed * 7919 + step * 31 + self.index)
         if self.reference is not None:  # with a KL penalty every row has a gradient: nothing is skipped
-            return [MiniBatch(rows, rows, 1.0) for rows in chunks]
-        lengths = batch.completion_lengths
-        return [live_rows(rows, advantages, lengths, self.objective.loss.normaliser, supervised) for rows in chunks]
+            planned = [MiniBatch(rows, rows, 1.0) for rows in chunks]
+        else:
+            lengths = batch.completion_lengths
+            planned = [live_rows(rows, advantages, lengths, self.objective.loss.normaliser, supervised)
+                       for rows in chunks]
+        if self.max_tokens_per_microbatch is None:
+            return [dataclasses.replace(mb, pieces=[mb.live] if mb.live else []) for mb in planned]
+        tokens = batch.attention_mask.sum(dim=-1)
+        return [dataclasses.replace(mb, pieces=split_by_tokens(mb.live, tokens, self.max_tokens_per_microbatch))
+                for mb in planned]
 
-    def _old_token_logps(self, batch: LearnerBatch, minibatches: list[MiniBatch]) -> list[Tensor | None]:
-        """The learner's own per-token log-probs of each mini-batch's live rows before any update of the step
-        (no grad), for losses whose ratio is against the learner's old policy (GRPO)."""
+    def _old_token_logps(self, batch: LearnerBatch, minibatches: list[MiniBatch]) -> list[list[Tensor | None]]:
+        """The learner's own per-token log-probs of every piece of every mini-batch before any update of the step
+        (no grad), for losses whose ratio is against the learner's old policy (GRPO, GRAFT)."""
         if not self.objective.loss.needs_old_token_logps:
-            return [None] * len(minibatches)
+            return [[None] * len(mb.pieces) for mb in minibatches]
         with torch.no_grad():
-            return [self._logps(batch.select(mb.live)) if mb.live else None for mb in minibatches]
+            return [[self._logps(batch.select(piece)) for piece in mb.pieces] for mb in minibatches]
 
     def _logps(self, mb: LearnerBatch) -> Tensor:
         return completion_logps(self.model, mb.input_ids, mb.attention_mask, mb.completion_mask,
                                 temperature=self.temperature)
 
     def _update(self, m: int, minibatch: MiniBatch, batch: LearnerBatch, advantages: Tensor, weights: Tensor,
-                supervised: Tensor, old: Tensor | None, stats: UpdateStats, step: int) -> None:
-        """The `m`-th optimizer update of the step."""
+                supervised: Tensor, old: list[Tensor | None], stats: UpdateStats, step: int) -> None:
+        """The `m`-th optimizer update of the step: the loss of every piece, gradients accumulated, one step."""
         if not minibatch.live:
             zero_gradient_step(self.model, self.optimizer)
             self.on_update()
             stats.updates += 1
             return
-        mb = batch.select(minibatch.live)
-        index = torch.as_tensor(minibatch.live, device=advantages.device)
-        logps = self._logps(mb)
-        if not bool(torch.isfinite(logps.detach()[mb.completion_mask]).all()):
-            stats.skipped += self._skip(step, m, "NaN/inf log-probs")
-            return
-        inputs = LossInputs(logps=logps, mask=mb.completion_mask, source_logps=mb.source_logps,
-                            advantages=advantages[index], is_self=mb.is_self, weights=weights[index],
-                            old_token_logps=old)
-        loss, loss_stats = self.objective.minibatch_loss(inputs, m, supervised=supervised[index],
-                                                         policy_scale=minibatch.scale)
-        kl = None
-        if self.reference is not None:
-            with torch.no_grad():
-                ref = completion_logps(self.reference, mb.input_ids, mb.attention_mask, mb.completion_mask,
-                                       temperature=self.temperature)
-            kl_term = kl_penalty(logps=logps, ref_logps=ref, mask=mb.completion_mask).mean()
-            loss = loss + self.objective.kl_beta * kl_term
-            kl = float(kl_term.detach())
+        shares = self._piece_shares(minibatch, batch, supervised)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total: LossStats | None = None
+        kl_total: float | None = None
+        loss_value = 0.0
+        for piece, piece_old, (policy_scale, supervised_scale, row_share) in zip(minibatch.pieces, old, shares,
+                                                                                   strict=True):
+            mb = batch.select(piece)
+            index = torch.as_tensor(piece, device=advantages.device)
+            logps = self._logps(mb)
+            if not bool(torch.isfinite(logps.detach()[mb.completion_mask]).all()):
+                self.optimizer.zero_grad(set_to_none=True)
+                stats.skipped += self._skip(step, m, "NaN/inf log-probs")
+                return
+            inputs = LossInputs(logps=logps, mask=mb.completion_mask, source_logps=mb.source_logps,
+                                advantages=advantages[index], is_self=mb.is_self, weights=weights[index],
+                                old_token_logps=piece_old)
+            loss, piece_stats = self.objective.minibatch_loss(inputs, m, supervised=supervised[index],
+                                                              policy_scale=policy_scale,
+                                                              supervised_scale=supervised_scale)
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref = completion_logps(self.reference, mb.input_ids, mb.attention_mask, mb.completion_mask,
+                                           temperature=self.temperature)
+                kl_term = kl_penalty(logps=logps, ref_logps=ref, mask=mb.completion_mask).mean()
+                if row_share != 1.0:
+                    kl_term = kl_term * row_share
+                loss = loss + self.objective.kl_beta * kl_term
+                kl_total = (kl_total or 0.0) + float(kl_term.detach())
+            loss.backward()
+            loss_value += float(loss.detach())
+            total = piece_stats if total is None else total.merged(piece_stats)
+        assert total is not None
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
-        if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            stats.skipped += self._skip(step, m, f"loss {float(loss.detach())}, grad norm {grad_norm}")
+            stats.skipped += self._skip(step, m, f"loss {loss_value}, grad norm {grad_norm}")
             return
         self.optimizer.step()
         self.on_update()
         self.nonfinite_in_a_row = 0
         stats.updates += 1
-        stats.add(loss_stats, grad_norm=grad_norm, kl=kl)
+        stats.add(total, grad_norm=grad_norm, kl=kl_total)
+
+    def _piece_shares(self, minibatch: MiniBatch, batch: LearnerBatch, supervised: Tensor) -> list[
+            tuple[float, float, float]]:
+        """Per piece: the factor of its policy loss (its share of the mini-batch's policy normaliser, times nothing
+        else: the zero-advantage skip is folded in), of its supervised loss (its share of the supervised tokens),
+        and its share of the mini-batch's rows (for the KL mean). One piece: the mini-batch's own factors."""
+        if len(minibatch.pieces) == 1:
+            return [(minibatch.scale, 1.0, 1.0)]
+        sup = supervised.tolist()
+        tokens = batch.completion_lengths.tolist()
+
+        def size(rows: list[int], supervised_rows: bool) -> float:
+            chosen = [i for i in rows if bool(sup[i]) == supervised_rows]
+            if supervised_rows or self.objective.loss.normaliser == "tokens":
+                return float(sum(tokens[i] for i in chosen))
+            return float(len(chosen))
+
+        policy_total, supervised_total = size(minibatch.rows, False), size(minibatch.rows, True)
+        rows_total = float(len(minibatch.live))
+        return [(size(p, False) / policy_total if policy_total else 1.0,
+                 size(p, True) / supervised_total if supervised_total else 1.0, len(p) / rows_total)
+                for p in minibatch.pieces]
 
     def _skip(self, step: int, m: int, why: str) -> int:
         self.nonfinite_in_a_row += 1

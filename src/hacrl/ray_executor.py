@@ -10,7 +10,7 @@ same whichever executor runs the agents.
 Resources. Each agent asks Ray for ``num_cpus = agent.threads or 1`` and ``num_gpus = 1`` when its
 ``device`` is CUDA (0 otherwise), and its actor sets ``torch.set_num_threads`` to the same number. One
 thread per actor is the default because two processes with two threads each on a 2-core machine measured
-erratic (median 4x slower, MEASURED.md). Under Ray an actor sees only the GPU Ray assigned it, as
+erratic (README, "Threads"). Under Ray an actor sees only the GPU Ray assigned it, as
 ``cuda:0``: a device index in the config (``cuda:1``) is ignored there; Ray picks the GPU.
 
 Local or cluster. Without an address, hacrl starts a private local Ray instance sized so that every agent's

@@ -123,7 +123,6 @@ class ReplayedPeer:
             raise ConfigError(f"{where}: the record holds no response of agent {spec.agent!r}")
         if self.skipped_lines:
             logger.warning("%s: %d malformed record line(s) skipped", where, self.skipped_lines)
-        self.missing_total = 0
 
     def _read(self, path: Path, agent: str, known: set[str], where: str) -> None:
         try:
@@ -169,5 +168,4 @@ class ReplayedPeer:
             rows += [Trajectory(prompt_index=q, problem_id=problem.id, prompt=problem.prompt, completion=r.text,
                                 source=source, source_logp=r.mean_logp, reward=0.0, truncated=r.truncated,
                                 completion_ids=(), prompt_ids=(), kind=problem.kind) for r in found]
-        self.missing_total += missing
         return rows, missing

@@ -145,6 +145,7 @@ class Trainer:
         self.train_problems = self._fitting(self.train_problems, "training", t.max_new_tokens)
         self.eval_problems = self._fitting(self.eval_problems, "evaluation",
                                            t.eval_max_new_tokens or t.max_new_tokens)
+        self._check_microbatch_budget()
         self.capability = CapabilityTracker(self.n, window=cfg.algorithm.capability_window,
                                             ratio_bounds=tuple(cfg.algorithm.ratio_bounds))  # type: ignore[arg-type]
         self.stream = DataStream(len(self.train_problems), cfg.seed)
@@ -178,7 +179,8 @@ class Trainer:
                                                                         a.num_generations or t.num_generations),
                            max_grad_norm=t.max_grad_norm,
                            max_completion_tokens=t.max_completion_tokens or 2 * t.max_new_tokens,
-                           max_nonfinite_updates=t.max_nonfinite_updates, threads=a.threads,
+                           max_nonfinite_updates=t.max_nonfinite_updates,
+                           max_tokens_per_microbatch=t.max_tokens_per_microbatch, threads=a.threads,
                            progress=cfg.logging.progress)
             for i, a in enumerate(cfg.agents)
         ]
@@ -208,6 +210,24 @@ class Trainer:
             raise ConfigError(f"no {split} prompt fits every agent's context with {max_new_tokens} new tokens; "
                               "lower training.max_new_tokens or use shorter prompts")
         return kept
+
+    def _check_microbatch_budget(self) -> None:
+        """Refuse a micro-batch budget smaller than the longest response a learner can meet, before training."""
+        t = self.cfg.training
+        budget = t.max_tokens_per_microbatch
+        if budget is None:
+            return
+        completion = t.max_new_tokens
+        if self.objective.shares_rollouts:
+            completion = max(completion, t.max_completion_tokens or 2 * t.max_new_tokens)
+        prompts = [p.prompt for p in self.train_problems]
+        longest = self.executor.call(AgentWorker.longest_prompt, [(prompts,)] * self.n)
+        for name, prompt_tokens in zip(self.names, longest, strict=True):
+            if prompt_tokens + completion > budget:
+                raise ConfigError(
+                    f"training.max_tokens_per_microbatch: {budget} is smaller than one response of agent {name!r}: "
+                    f"its longest training prompt has {prompt_tokens} tokens and a response up to {completion}; "
+                    f"raise it to at least {prompt_tokens + completion}")
 
     def _resume_path(self, resume: bool | str) -> Path | None:
         if not resume:

@@ -46,6 +46,7 @@ class WorkerSettings:
     max_grad_norm: float
     max_completion_tokens: int
     max_nonfinite_updates: int
+    max_tokens_per_microbatch: int | None = None
     eval_batch_size: int = 128
     threads: int | None = None
     progress: bool = True
@@ -81,6 +82,7 @@ class AgentWorker:
             objective=objective, minibatch_size=settings.minibatch_size, max_grad_norm=settings.max_grad_norm,
             max_completion_tokens=settings.max_completion_tokens,
             max_nonfinite_updates=settings.max_nonfinite_updates, temperature=settings.sampling.temperature,
+            max_tokens_per_microbatch=settings.max_tokens_per_microbatch,
             gradient_checkpointing=agent.gradient_checkpointing, on_update=self.backend.sync_weights,
             reference=reference)
         self._prompt_cache: dict[str, list[int]] = {}
@@ -129,6 +131,10 @@ class AgentWorker:
         if check is not None:
             check([len(self.encode_prompt(p)) for p, ok in zip(prompts, fits, strict=True) if ok], max_new_tokens)
         return fits
+
+    def longest_prompt(self, prompts: list[str]) -> int:
+        """Tokens of the longest rendered prompt (for the micro-batch budget check before training)."""
+        return max(len(self.encode_prompt(p)) for p in prompts)
 
     # ---------------------------------------------------------------- learning
 

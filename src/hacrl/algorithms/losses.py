@@ -1,10 +1,10 @@
-"""Policy-gradient objectives: GRPO (token ratio), GSPO (sequence ratio) and HACPO (HACPO.md §4.3-§5).
+"""Policy-gradient objectives: GRPO (token ratio), GSPO (sequence ratio) and HACPO (docs/method.md §1, §3.4-3.6).
 
 All three take tensors by keyword: the learner's per-token log-probs `logps [B, T]` (with grad), a `mask [B, T]`
 of response tokens and per-response inputs; they return `(loss, stats)` where `loss` is the scalar to minimise
 and `stats` a `LossStats` explaining it (ratios and clip counts next to the loss, as in CleanRL).
 
-Sequence-level ratios are length-normalised in each tokenizer's own space (HACPO.md §2):
+Sequence-level ratios are length-normalised in each tokenizer's own space (docs/method.md §1):
 
     s_i = exp( mean_t logp_k(y_t | q, y_<t)  -  logp_src_i )                 (paper eq. 11, GSPO)
 
@@ -59,7 +59,7 @@ def _clipped_surrogate(ratio: Tensor, advantages: Tensor, low: float, high: floa
 
 
 def cross_lower_bound(update_index: int, delta: float = 0.2, delta_step: float = 0.025) -> float:
-    """lower_m = min(1, 1 - delta + m * delta_step)   (stepwise clipping, HACPO.md §4.4; paper eq. 12)."""
+    """lower_m = min(1, 1 - delta + m * delta_step)   (stepwise clipping, docs/method.md §3.5; paper eq. 12)."""
     if isinstance(update_index, bool) or not isinstance(update_index, int) or update_index < 0:
         raise ValueError(f"update_index must be a non-negative integer, got {update_index!r}")
     if not 0.0 <= delta <= 1.0:
@@ -84,7 +84,7 @@ def hacpo_loss(
     delta_step: float = 0.025,
     clip_cross: bool = True,
 ) -> tuple[Tensor, LossStats]:
-    """HACPO objective of one mini-batch for one learner (HACPO.md §5; paper eq. 10-13).
+    """HACPO objective of one mini-batch for one learner (docs/method.md §3.6; paper eq. 10-13).
 
         s_i        = exp(seq_logp_i - source_logps_i)
         self:  J_i = min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i)                  (GSPO)

@@ -311,10 +311,11 @@ class Objective:
 
     # ---------------------------------------------------------------- the learner's half
 
-    def minibatch_loss(self, inputs: LossInputs, update_index: int, *, supervised: Tensor,
-                       policy_scale: float = 1.0) -> tuple[Tensor, LossStats]:
-        """The loss of one mini-batch: the policy loss over its policy rows (times `policy_scale`, the zero-advantage
-        skip's factor) plus `nll_weight` x the token-mean NLL over its supervised rows (SGT)."""
+    def minibatch_loss(self, inputs: LossInputs, update_index: int, *, supervised: Tensor, policy_scale: float = 1.0,
+                       supervised_scale: float = 1.0) -> tuple[Tensor, LossStats]:
+        """The loss of (a piece of) one mini-batch: the policy loss over its policy rows times `policy_scale` (the
+        zero-advantage skip's and the micro-batch's share of the mini-batch normaliser) plus `nll_weight` x the
+        token-mean NLL over its supervised rows (SGT) times `supervised_scale` (its share of the supervised tokens)."""
         if not bool(supervised.any()):
             loss, stats = self.loss(inputs, update_index)
             if policy_scale != 1.0:
@@ -322,6 +323,8 @@ class Objective:
                 stats.loss = float(loss.detach())
             return loss, stats
         sft = self.nll_weight * nll_loss(logps=inputs.logps[supervised], mask=inputs.mask[supervised])
+        if supervised_scale != 1.0:
+            sft = sft * supervised_scale
         if bool(supervised.all()):
             return sft, LossStats(loss=float(sft.detach()))
         loss, stats = self.loss(inputs.rows(~supervised), update_index)

@@ -86,6 +86,12 @@ class LossStats:
     cross: RatioStats = field(default_factory=RatioStats)
     lower_bound: float | None = None
 
+    def merged(self, other: LossStats) -> LossStats:
+        """Two pieces of one mini-batch (micro-batches): their scaled losses add up, their ratios pool."""
+        return LossStats(loss=self.loss + other.loss, self=self.self.merged(other.self),
+                         cross=self.cross.merged(other.cross),
+                         lower_bound=self.lower_bound if self.lower_bound is not None else other.lower_bound)
+
     def metrics(self) -> dict[str, float]:
         """The flat metric dict of this one evaluation (tests and single-call users read it)."""
         out = {"loss": self.loss, **self.self.metrics("self")}
