@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -62,3 +64,25 @@ def test_zero_gradient_step_is_adamw_on_a_zero_gradient() -> None:
 def test_layouts_cover_every_row_once(order: str, size: int) -> None:
     chunks = layout_minibatches([i % 3 == 0 for i in range(9)], order=order, size=size, seed=1)
     assert sorted(i for c in chunks for i in c) == list(range(9)) and all(len(c) <= size for c in chunks)
+
+
+def test_recomputed_old_logprobs_make_the_first_self_ratio_exactly_one(tmp_path: Path) -> None:
+    """`rollout.old_logprobs: recompute` on the in-process backend: the trainer's own log-probs replace the
+    sampler's as GSPO's denominators (the sampler's agree only to float rounding), and the gap is logged."""
+    from conftest import tiny_run_config
+    from hacrl.config import config_from_dict
+    from hacrl.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
+    from hacrl.tasks.base import FunctionRewardTask
+    from hacrl.trainer import Trainer
+
+    arithmetic = ArithmeticTask(ArithmeticConfig(n_train=200, n_eval=20))
+    task = FunctionRewardTask("graded", arithmetic.train_problems(), arithmetic.eval_problems(),
+                              lambda prompts, completions, **_: [(len(c) % 7) / 6 for c in completions])
+    cfg = tiny_run_config(tmp_path, algorithm="gspo", steps=1, minibatch_size=64)
+    for agent in cfg["agents"]:
+        agent["rollout"] = {"old_logprobs": "recompute"}
+    trainer = Trainer(config_from_dict(cfg), task=task)
+    metrics = trainer.train_step()
+    for m in metrics.values():
+        assert m["self/ratio_min"] == m["self/ratio_max"] == 1.0
+        assert 0 <= m["rollout/logp_gap_max"] < 1e-4

@@ -117,3 +117,29 @@ def test_ray_executor_one_engine_per_actor(tmp_path: Path, two_steps: tuple[Trai
     finally:
         trainer.close()
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("mode", ["recompute", "engine"])
+def test_old_logprobs_policy_first_self_ratio_and_gap(tmp_path: Path, mode: str) -> None:
+    """GSPO with one mini-batch per step, so every self row is in the first update. `recompute` (the vLLM default):
+    the denominators are the trainer's own log-probs, so the first update's self ratios are exactly 1. `engine`:
+    the engine's denominators, each response's advantage scaled by min(pi_trainer / pi_engine, 2). Both log the
+    engine-trainer gap, which stays within the tests' bound."""
+    cfg = tiny_run_config(tmp_path, algorithm="gspo", steps=1, minibatch_size=64,
+                          agents=[("char", CHAR_H32), ("bpe", BPE_H32)]) | {"threads": 1}
+    for agent in cfg["agents"]:
+        agent["rollout"] = vllm_rollout() | ({"old_logprobs": mode} if mode == "engine" else {})
+    trainer = Trainer(config_from_dict(cfg), task=graded_task())
+    try:
+        metrics = trainer.train_step()
+    finally:
+        trainer.close()
+    for m in metrics.values():
+        assert 0 <= m["rollout/logp_gap_mean"] <= m["rollout/logp_gap_max"] < LOGP_BOUND
+        assert m["updates"] == 1
+        if mode == "recompute":
+            assert m["self/ratio_min"] == m["self/ratio_max"] == 1.0
+            assert "rollout/is_weight_mean" not in m
+        else:
+            assert abs(m["self/ratio_mean"] - 1.0) < LOGP_BOUND and m["self/ratio_min"] != m["self/ratio_max"]
+            assert abs(m["rollout/is_weight_mean"] - 1.0) < LOGP_BOUND and m["rollout/is_weight_capped_frac"] == 0

@@ -47,6 +47,12 @@ class RolloutConfig:
     kv_cache_memory_bytes: int | None = None  # explicit KV-cache size; None: 256 MiB on CPU, vLLM's on CUDA
     max_model_len: int | None = None  # None: the model's own context length
     enable_sleep_mode: bool | None = None  # CUDA: free the engines' GPU memory while the agents train
+    # The old-policy log-probs of the agent's own responses (docs/vllm.md): "recompute" = the trainer's, from one
+    # no-grad forward at the start of the step (a fresh self ratio is exactly 1); "engine" = the sampler's, with a
+    # truncated importance-sampling weight min(pi_trainer / pi_engine, importance_sampling_cap) per response.
+    # None: "recompute" for vllm, "engine" for inprocess (there the sampler is the training model itself).
+    old_logprobs: Literal["recompute", "engine"] | None = None
+    importance_sampling_cap: float | None = 2.0  # "engine" only; None: no correction
 
 
 @dataclass
@@ -323,6 +329,9 @@ def _validate_rollout(cfg: RunConfig, i: int) -> None:
     on the in-process backend, and sampling settings whose log-probs vLLM cannot report (docs/vllm.md)."""
     agent, where = cfg.agents[i], f"agents[{i}].rollout"
     r = agent.rollout
+    if r.importance_sampling_cap is not None and not r.importance_sampling_cap >= 1:
+        raise ConfigError(f"{where}.importance_sampling_cap: must be >= 1 (or null for no correction), got "
+                          f"{r.importance_sampling_cap}")
     if r.backend != "vllm":
         used = [name for name in VLLM_ONLY_FIELDS if getattr(r, name) is not None]
         if used:

@@ -13,6 +13,11 @@ named and tested on their own:
   rows (SGT) always carry gradient and are never skipped;
 * `zero_gradient_step`: a mini-batch with no live row still takes an AdamW step on an all-zero gradient
   (momentum and weight decay move the weights), exactly as the full computation would;
+* `_rollout_logps`: where the learner's own responses were sampled by another engine (vLLM), their old-policy
+  log-probs are either recomputed by the trainer (`recompute`: one no-grad forward; a fresh self ratio is exactly
+  1) or kept from the engine with a truncated importance-sampling weight min(pi_trainer / pi_engine, cap) folded
+  into each response's advantage (`engine`: every objective is positively homogeneous in the advantage, so this
+  scales the response's term); the engine-trainer gap is logged either way;
 * `split_by_tokens`: with `training.max_tokens_per_microbatch`, a mini-batch's live rows are cut into micro-batches
   of at most that many tokens (prompt + completion per row); their losses, each scaled by its share of the
   mini-batch's normaliser (rows or completion tokens), add up to the mini-batch's loss, and their gradients are
@@ -195,6 +200,11 @@ class Learner:
     max_nonfinite_updates: int
     temperature: float
     max_tokens_per_microbatch: int | None = None
+    old_logprobs: str = "engine"
+    """`recompute` or `engine` (see the module docstring); `engine` without `compare_rollout` changes nothing."""
+    importance_sampling_cap: float | None = None
+    compare_rollout: bool = False
+    """Recompute the own responses' log-probs with the trainer to log (and, per `old_logprobs`, use) the gap."""
     gradient_checkpointing: bool = False
     on_update: Callable[[], None] = lambda: None
     reference: torch.nn.Module | None = None
@@ -213,8 +223,11 @@ class Learner:
         weights = torch.tensor(request.weights, dtype=torch.float32)[rows].to(device)
         supervised = torch.tensor(request.supervised or [False] * len(request.rows), dtype=torch.bool)[rows].to(device)
         gate: dict[str, float] = {}
+        if self.compare_rollout or self.old_logprobs == "recompute":
+            batch, advantages, gate = self._rollout_logps(batch, advantages, supervised)
         if self.objective.gate is not None:
-            batch, advantages, weights, supervised, gate = self._gate(batch, advantages, weights, supervised)
+            batch, advantages, weights, supervised, gated = self._gate(batch, advantages, weights, supervised)
+            gate |= gated
         minibatches = self._plan_minibatches(batch, advantages, supervised, request.step)
         old = self._old_token_logps(batch, minibatches)
         if self.gradient_checkpointing:
@@ -237,6 +250,34 @@ class Learner:
         return LearnResult(stats, retokenize, summary, time.perf_counter() - start, trained_rows=len(batch), gate=gate)
 
     # ---------------------------------------------------------------- the pieces of `learn`
+
+    def _rollout_logps(self, batch: LearnerBatch, advantages: Tensor, supervised: Tensor) -> tuple[
+            LearnerBatch, Tensor, dict[str, float]]:
+        """The trainer's own no-grad log-probs of its sampled responses: the gap to the engine's (logged) and, per
+        `old_logprobs`, the self-row denominators they replace or the truncated IS weights they give."""
+        own = (batch.is_self & ~supervised).nonzero().flatten().tolist()
+        if not own:
+            return batch, advantages, {}
+        with torch.no_grad():
+            pieces = [batch.select(own[i:i + self.minibatch_size]) for i in range(0, len(own), self.minibatch_size)]
+            trainer = [self._logps(mb) for mb in pieces]
+        gaps = torch.cat([(t - mb.rollout_logps).abs()[mb.completion_mask] for t, mb in zip(trainer, pieces,
+                                                                                          strict=True)])
+        trainer_seq = torch.cat([sequence_logps(t, mb.completion_mask) for t, mb in zip(trainer, pieces,
+                                                                                       strict=True)])
+        index = torch.tensor(own, device=advantages.device)
+        engine_seq = batch.source_logps[index]
+        metrics = {"rollout/logp_gap_mean": float(gaps.mean()), "rollout/logp_gap_max": float(gaps.max()),
+                   "rollout/seq_logp_gap_mean": float((trainer_seq - engine_seq).abs().mean())}
+        if self.old_logprobs == "recompute":
+            batch = dataclasses.replace(batch, source_logps=batch.source_logps.index_put((index,), trainer_seq.float()))
+        elif self.importance_sampling_cap is not None:
+            weight = torch.exp(trainer_seq - engine_seq.to(trainer_seq.dtype)).clamp(max=self.importance_sampling_cap)
+            advantages = advantages.index_put((index,), advantages[index] * weight.to(advantages.dtype))
+            capped = weight >= self.importance_sampling_cap
+            metrics |= {"rollout/is_weight_mean": float(weight.mean()), "rollout/is_weight_min": float(weight.min()),
+                        "rollout/is_weight_capped_frac": float(capped.double().mean())}
+        return batch, advantages, metrics
 
     def _gate(self, batch: LearnerBatch, advantages: Tensor, weights: Tensor, supervised: Tensor) -> tuple[
             LearnerBatch, Tensor, Tensor, Tensor, dict[str, float]]:

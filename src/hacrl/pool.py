@@ -53,12 +53,16 @@ class Trajectory:
     completion_ids: tuple[int, ...]
     prompt_ids: tuple[int, ...]
     kind: str = "default"
+    token_logps: tuple[float, ...] = ()
+    """The source's per-token rollout log-probs of `completion_ids` (empty for a replayed peer): the learner
+    compares them with its own recomputed ones (docs/vllm.md, engine vs trainer log-probs)."""
 
     def __post_init__(self) -> None:
         # Accept lists for convenience but store tuples: the pool is shared by every learner and must not be
         # mutated by one of them.
         object.__setattr__(self, "completion_ids", tuple(int(i) for i in self.completion_ids))
         object.__setattr__(self, "prompt_ids", tuple(int(i) for i in self.prompt_ids))
+        object.__setattr__(self, "token_logps", tuple(float(v) for v in self.token_logps))
 
     @classmethod
     def from_sample(
@@ -85,6 +89,7 @@ class Trajectory:
             completion_ids=tuple(sample.completion_ids),
             prompt_ids=tuple(sample.prompt_ids),
             kind=kind,
+            token_logps=tuple(sample.token_logps),
         )
 
 
@@ -119,7 +124,8 @@ class LearnerBatch:
     where the TARGET token at column t+1 is a completion token — aligned with the output of
     `hacrl.rollout.logprobs.token_logps` / `completion_logps`; per-row `[B]`: `source_logps` (float32),
     `is_self` (bool), `sources` / `groups` (long), `rewards` (float32), `truncated` (bool, the source hit its
-    token limit). `rows[i]` is the pool index of row i.
+    token limit); `rollout_logps` `[B, L-1]` float32: the source's per-token rollout log-probs at the completion
+    positions of self rows (0 elsewhere). `rows[i]` is the pool index of row i.
     """
 
     input_ids: Tensor
@@ -131,6 +137,7 @@ class LearnerBatch:
     groups: Tensor
     rewards: Tensor
     truncated: Tensor
+    rollout_logps: Tensor
     rows: list[int] = field(default_factory=list)
 
     _ROW_TENSORS = ("source_logps", "is_self", "sources", "groups", "rewards", "truncated")
@@ -150,6 +157,7 @@ class LearnerBatch:
         input_ids = self.input_ids.index_select(0, index)
         attention_mask = self.attention_mask.index_select(0, index)
         completion_mask = self.completion_mask.index_select(0, index)
+        rollout_logps = self.rollout_logps.index_select(0, index)
         if len(index) and input_ids.shape[1] > 2:
             used = attention_mask.any(dim=0).nonzero()
             # Keep at least two columns so `completion_mask` stays [B, L-1] with L >= 2.
@@ -158,11 +166,13 @@ class LearnerBatch:
                 input_ids = input_ids[:, start:]
                 attention_mask = attention_mask[:, start:]
                 completion_mask = completion_mask[:, start:]
+                rollout_logps = rollout_logps[:, start:]
         per_row = {name: getattr(self, name).index_select(0, index) for name in self._ROW_TENSORS}
         return LearnerBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
             completion_mask=completion_mask,
+            rollout_logps=rollout_logps,
             rows=[self.rows[i] for i in index.tolist()],
             **per_row,
         )
@@ -270,11 +280,15 @@ def build_learner_batch(
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((n, width), dtype=torch.long)
     completion_mask = torch.zeros((n, max(width - 1, 0)), dtype=torch.bool)
+    rollout_logps = torch.zeros((n, max(width - 1, 0)), dtype=torch.float32)
     for i, (p, c) in enumerate(sequences):
         total = len(p) + len(c)
         input_ids[i, width - total :] = torch.tensor(p + c, dtype=torch.long)
         attention_mask[i, width - total :] = 1
         completion_mask[i, width - 1 - len(c) :] = True  # targets at columns width-len(c) .. width-1
+        recorded = pool[kept[i]].token_logps
+        if is_self[i] and len(recorded) == len(c):
+            rollout_logps[i, width - 1 - len(c) :] = torch.tensor(recorded, dtype=torch.float32)
 
     chosen = [pool[r] for r in kept]
     batch = LearnerBatch(
@@ -287,6 +301,7 @@ def build_learner_batch(
         groups=torch.tensor([t.prompt_index for t in chosen], dtype=torch.long),
         rewards=torch.tensor([t.reward for t in chosen], dtype=torch.float32),
         truncated=torch.tensor([t.truncated for t in chosen], dtype=torch.bool),
+        rollout_logps=rollout_logps,
         rows=kept,
     )
     return batch, stats

@@ -83,6 +83,9 @@ class AgentWorker:
             max_completion_tokens=settings.max_completion_tokens,
             max_nonfinite_updates=settings.max_nonfinite_updates, temperature=settings.sampling.temperature,
             max_tokens_per_microbatch=settings.max_tokens_per_microbatch,
+            old_logprobs=agent.rollout.old_logprobs or ("recompute" if agent.rollout.backend == "vllm" else "engine"),
+            importance_sampling_cap=agent.rollout.importance_sampling_cap,
+            compare_rollout=agent.rollout.backend != "inprocess" or agent.rollout.old_logprobs == "recompute",
             gradient_checkpointing=agent.gradient_checkpointing, on_update=self.backend.sync_weights,
             reference=reference)
         self._prompt_cache: dict[str, list[int]] = {}
