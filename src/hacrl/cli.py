@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
 from hacrl.rewards import RewardFunctionError
-from hacrl.rundir import RunDirError, check_output_dir
+from hacrl.rundir import RunDirError, open_run_dir
 
 logger = logging.getLogger("hacrl")
 
@@ -56,10 +56,11 @@ def demo_config_dict() -> dict:
 
 def _run_training(cfg: RunConfig, args: argparse.Namespace) -> int:
     args._output_dir = cfg.output_dir  # for the last-checkpoint note of a machine error
-    check_output_dir(cfg.output_dir)  # read-only / not a directory: said before torch or any model loads
+    # a read-only, non-directory, used or locked output_dir is refused before torch or any model loads
+    run_dir = open_run_dir(cfg.output_dir, resume=args.resume, overwrite=args.overwrite, config=cfg.to_dict())
     from hacrl.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    trainer = Trainer(cfg, run_dir=run_dir)
     try:
         tb = trainer.tracker.tensorboard_dir
         print(f"run directory: {trainer.out} (metrics.jsonl, checkpoints/)"

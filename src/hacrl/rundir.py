@@ -7,10 +7,10 @@ directory swept each other's temporary checkpoints. The rules here make every su
 
 * `check_output_dir`: the directory is (or can be made) a writable directory. It runs before any model is loaded,
   so a read-only or misspelt path costs a second, not a model load.
-* `RunLock`: an exclusive `flock` on `<output_dir>/.hacrl-lock`, holding the owner's pid, host and start time.
-  The kernel drops the lock when its process dies (SIGKILL, OOM), so a lock file nobody holds is stale by
-  construction and is taken over with a log line; a live holder makes a second process refuse at once,
-  before it writes anything.
+* `RunLock`: an exclusive `flock` on `<output_dir>/.hacrl-lock`, holding the owner's pid, host and start time
+  (emptied on a clean release). The kernel drops the lock when its process dies (SIGKILL, OOM), so a lock
+  file that still names a holder but that nobody holds is stale by construction and is taken over with a log
+  line; a live holder makes a second process refuse at once, before it writes anything.
 * `open_run_dir`: a directory that holds a run (metrics, config, checkpoints, summary, TensorBoard) is only used
   again with `resume` (continue it) or `overwrite` (the old run is moved aside to a sibling
   `<name>.replaced-<time>` directory, and the caller is told where). `resume="latest"` (`--resume`) with nothing to
@@ -198,7 +198,8 @@ class RunLock:
         except (ImportError, OSError) as exc:  # no flock here (e.g. some network filesystems): pid check only
             self._fallback_check(previous, exc)
         if previous is not None and previous.pid is not None and previous.pid != os.getpid():
-            logger.info("output_dir %s: stale lock of %s (that process is gone); taking it over",
+            # a clean release empties the file, so a holder still named here ended without releasing it
+            logger.info("output_dir %s: stale lock of %s (that process ended without releasing it); taking it over",
                         self.path.parent, previous)
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
@@ -232,7 +233,9 @@ def _release(key: str) -> None:
     _HELD.pop(key, None)
     if fd >= 0:
         with contextlib.suppress(OSError):
-            os.close(fd)  # closing the descriptor drops the flock; the file stays, naming the last holder
+            os.ftruncate(fd, 0)  # released cleanly: nobody is named (the file itself stays; deleting it would race)
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing the descriptor drops the flock
 
 
 # ------------------------------------------------------------------------------------------ opening a run

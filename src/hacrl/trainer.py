@@ -32,7 +32,7 @@ from hacrl.pool import Trajectory
 from hacrl.preflight import check_models
 from hacrl.rewards import bind_trainer_state, score_with_ids
 from hacrl.rollout.sampler import Sample, SamplingParams
-from hacrl.rundir import open_run_dir
+from hacrl.rundir import RunDir, open_run_dir
 from hacrl.tasks.base import Problem, Task
 from hacrl.tasks.registry import make_task
 from hacrl.tracking import Tracker, format_table
@@ -119,17 +119,18 @@ def _fingerprint(cfg: RunConfig) -> dict[str, Any]:
 
 class Trainer:
     def __init__(self, cfg: RunConfig, *, resume: bool | str = False, overwrite: bool = False, task: Task | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, run_dir: RunDir | None = None) -> None:
         """`task` overrides `cfg.task` (e.g. a `FunctionRewardTask` around a TRL-style reward function).
 
         `resume`: False (the output directory must not hold a run), True/"latest" (continue from its newest
         complete checkpoint; an error when there is none), "auto" (resume when possible), or a checkpoint path.
         `overwrite`: move a run already in the output directory aside and start fresh (`hacrl.rundir`).
+        `run_dir`: the output directory already opened with those settings (the CLI opens it before torch loads).
         """
         self.cfg = cfg
         self.preset = get_preset(cfg.algorithm.name)
         # the output directory, the lock and the model paths are checked before any data or model is loaded
-        self.run_dir = open_run_dir(cfg.output_dir, resume=resume, overwrite=overwrite, config=cfg.to_dict())
+        self.run_dir = run_dir or open_run_dir(cfg.output_dir, resume=resume, overwrite=overwrite, config=cfg.to_dict())
         check_models(cfg.agents)
         self.task = task if task is not None else make_task(cfg.task)
         bind_trainer_state(self.task, lambda: self.step, cfg.training.steps)
