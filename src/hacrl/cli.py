@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
+from hacrl.preflight import check_model_paths
 from hacrl.rewards import RewardFunctionError
 from hacrl.rundir import RunDirError, open_run_dir
 
@@ -57,6 +58,7 @@ def demo_config_dict() -> dict:
 def _run_training(cfg: RunConfig, args: argparse.Namespace) -> int:
     args._output_dir = cfg.output_dir  # for the last-checkpoint note of a machine error
     # a read-only, non-directory, used or locked output_dir is refused before torch or any model loads
+    check_model_paths(cfg.agents)
     run_dir = open_run_dir(cfg.output_dir, resume=args.resume, overwrite=args.overwrite, config=cfg.to_dict())
     from hacrl.trainer import Trainer
 

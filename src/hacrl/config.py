@@ -303,9 +303,10 @@ def _validate_batches(cfg: RunConfig, preset: Any) -> None:
         if t.minibatch_size > batch:
             whose = "its own responses" if not preset.shares_rollouts else "the shared pool of every agent"
             raise ConfigError(
-                f"training.minibatch_size: {t.minibatch_size} is larger than the batch of agent {agent.name!r}, {batch} "
-                f"responses per step (training.prompts_per_step {t.prompts_per_step} x {responses} responses per "
-                f"prompt, {whose}); set it to at most {batch}, or raise prompts_per_step / num_generations")
+                f"training.minibatch_size: {t.minibatch_size} is larger than the batch of agent {agent.name!r}, "
+                f"{batch} responses per step (training.prompts_per_step {t.prompts_per_step} x {responses} "
+                f"responses per prompt, {whose}); set it to at most {batch}, or raise prompts_per_step / "
+                "num_generations")
 
 
 def _validate_rewards(task: TaskConfig) -> None:

@@ -291,8 +291,9 @@ def open_run_dir(path: str | os.PathLike[str], *, resume: bool | str | None = Fa
         if latest is not None:
             return RunDir(out, lock, resume_from=latest)
         skipped = [p.name for p in ckpt.list_checkpoints(root)]
-        why = (f"{', '.join(skipped)} {'is' if len(skipped) == 1 else 'are'} incomplete or fail their checksums"
-               if skipped else "there is no checkpoint")
+        why = ("there is no checkpoint" if not skipped else
+               f"{skipped[0]} is incomplete or fails its checksums" if len(skipped) == 1 else
+               f"{', '.join(skipped)} are incomplete or fail their checksums")
         if resume == "auto":
             if not used:
                 logger.info("--resume auto: %s holds no run; starting from scratch", out)
