@@ -209,6 +209,7 @@ def problems_from_rows(rows: Sequence[Mapping[str, Any]], labels: Sequence[str],
     or, with `skip_bad_rows`, skipped, counted and logged."""
     problems: list[Problem] = []
     skipped: list[str] = []
+    _check_mapping(rows, file, opts, needs_answer)
     for number, (row, label) in enumerate(zip(rows, labels, strict=True), start=1):
         try:
             problems.append(_problem(row, f"{split}/{number}", opts, needs_answer))
@@ -229,6 +230,23 @@ def problems_from_rows(rows: Sequence[Mapping[str, Any]], labels: Sequence[str],
     return problems
 
 
+def _check_mapping(rows: Sequence[Mapping[str, Any]], file: str, opts: DatasetOptions, needs_answer: bool) -> None:
+    """A field no row has is a mapping mistake, not a bad row: say which option to set (skipping cannot help)."""
+    present: set[str] = set()
+    for row in rows:
+        if isinstance(row, Mapping):
+            present.update(map(str, row))
+    if not present:
+        return
+    wanted = [("prompt_field", opts.prompt_field)] + ([("answer_field", opts.answer_field)] if needs_answer else [])
+    wanted += [("kind_field", opts.kind_field)] if opts.kind_field else []
+    wanted += [("columns", c) for c in opts.columns or ()]
+    for option, name in wanted:
+        if name not in present:
+            raise DatasetError(f"task.options.{option}: {file} has no column {name!r} (columns: "
+                               f"{', '.join(sorted(present))})")
+
+
 def _problem(row: Mapping[str, Any], ident: str, opts: DatasetOptions, needs_answer: bool) -> Problem:
     if not isinstance(row, Mapping):
         raise _BadRow(f"the row is a {type(row).__name__}, not an object with fields")
@@ -237,11 +255,12 @@ def _problem(row: Mapping[str, Any], ident: str, opts: DatasetOptions, needs_ans
         raise _BadRow(f"no field {opts.prompt_field!r} (task.options.prompt_field; fields present: {present})")
     prompt = row[opts.prompt_field]
     if not isinstance(prompt, str) or not prompt.strip():
-        what = "empty" if isinstance(prompt, str) or prompt is None else "not text"
-        raise _BadRow(f"field {opts.prompt_field!r} is {what} ({prompt!r})")
+        what = "missing or null" if prompt is None else "empty" if isinstance(prompt, str) else "not text"
+        raise _BadRow(f"field {opts.prompt_field!r} is {what}" + (f" ({prompt!r})" if prompt is not None else ""))
     answer = _text(row.get(opts.answer_field))
     if needs_answer and not answer:
-        why = "missing" if opts.answer_field not in row else "empty"
+        # `datasets` gives a row that lacks a column None in it, so "missing" and null cannot be told apart
+        why = "missing or null" if row.get(opts.answer_field) is None else "empty"
         raise _BadRow(f"field {opts.answer_field!r} is {why} (task.options.answer_field; math-verify scoring needs a "
                       f"gold answer in every row, or set task.reward_fn; fields present: {present})")
     kind = "default"
