@@ -73,7 +73,7 @@ def _run_training(cfg: RunConfig, args: argparse.Namespace) -> int:
     print()
     sessions = f", over {summary.sessions} sessions" if summary.sessions > 1 else ""
     print(f"{cfg.algorithm.name} on {', '.join(summary.agents)}: {summary.steps} steps; training "
-          f"{summary.wall_seconds:.0f} s, evaluation {summary.eval_seconds:.0f} s (whole run{sessions}; held-out "
+          f"{summary.wall_seconds:.1f} s, evaluation {summary.eval_seconds:.1f} s (whole run{sessions}; held-out "
           f"greedy accuracy, {len(trainer.eval_problems)} problems)")
     print(summary.table())
     for name in summary.agents:
