@@ -172,3 +172,29 @@ def test_tampered_optimizer_state_is_refused(one_step_run: Path, tmp_path: Path)
     assert f"refused to load '{ckpt / 'agents' / 'char' / 'optimizer.pt'}': it is not plain tensor state" in line
     assert "do not load it with weights_only=False (that runs any code inside it)" in line
     assert "this ran inside torch.load" not in proc.stdout
+
+
+def test_disk_full_while_logging_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The kernel's own ENOSPC: the metrics file handle is swapped for one on /dev/full (every write to it
+    fails with ENOSPC), the rest of the run writes normally."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    import hacrl.tracking
+    from hacrl.cli import main
+
+    real_init = hacrl.tracking.Tracker.__init__
+
+    def on_a_full_disk(self, *args, **kwargs) -> None:
+        real_init(self, *args, **kwargs)
+        self._file.close()
+        self._file = open("/dev/full", "w")  # noqa: SIM115 -- closed by Tracker.close
+
+    monkeypatch.setattr(hacrl.tracking.Tracker, "__init__", on_a_full_disk)
+    config = write_config(tmp_path / "run.yaml", tmp_path / "out")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"hacrl train: error: no space left on device: {tmp_path / 'out' / 'metrics.jsonl'}; there is no " \
+           "complete checkpoint yet" in err
+    assert "Traceback" not in err

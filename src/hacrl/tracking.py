@@ -33,6 +33,7 @@ class Tracker:
             self.path.write_text("".join(line + "\n" for line in kept))
         self._file = self.path.open("a" if resume_step is not None else "w")
         self._tb = None
+        self._write_failed = False
         self.tensorboard_dir: Path | None = None
         if tensorboard:
             try:
@@ -49,6 +50,7 @@ class Tracker:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
         except OSError as exc:  # a file object's OSError names no file; name it (a torn line is dropped on resume)
+            self._write_failed = True
             raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self._tb is not None:
             for key, value in metrics.items():
@@ -56,7 +58,11 @@ class Tracker:
                     self._tb.add_scalar(f"{agent}/{kind}/{key}", value, step)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            if not self._write_failed:  # after a failed write, closing fails on the same bytes: that error stands
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self._tb is not None:
             self._tb.close()
 
