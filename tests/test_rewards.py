@@ -156,3 +156,14 @@ def test_trl_reward_functions_through_the_cli(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     for r in (r for r in records if r["type"] == "train"):
         assert 0.0 <= r["reward"] <= 1.25 and math.isfinite(r["reward"])
+
+
+def test_the_readme_example_runs() -> None:
+    """The reward functions shown in the README, as printed there."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```python\n# my_rewards.py\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    rewards = RewardFunctions([namespace["correct"], namespace["concise"]], [1.0, 0.1])
+    got = rewards(["q1", "q2"], ["so it is 12", "x" * 300 + " 7"], {"answer": [12, 8], "difficulty": [1, 2]})
+    assert got == [1.0 + 0.1, 0.0]
