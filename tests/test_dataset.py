@@ -123,6 +123,13 @@ def test_math_benchmarks_accept_skip_bad_rows(tmp_path: Path) -> None:
         math_task_from_options({"data_dir": str(tmp_path)})
     task = math_task_from_options({"data_dir": str(tmp_path), "skip_bad_rows": True})
     assert len(task.train_problems()) == 5
+    from hacrl.evaluation import load_suites  # `hacrl eval --skip-bad-rows`
+
+    _jsonl(tmp_path / "math500_test.jsonl", [{"problem": "7+1?", "answer": "8", "unique_id": "7"}, {"problem": "?"}])
+    with pytest.raises(ConfigError, match="row 2: no gold answer"):
+        load_suites("math", "math500", tmp_path, None)
+    suites, _ = load_suites("math", "math500", tmp_path, None, skip_bad_rows=True)
+    assert [len(s.problems) for s in suites] == [1]
 
 
 def test_training_on_your_own_jsonl_through_the_cli(tmp_path: Path) -> None:

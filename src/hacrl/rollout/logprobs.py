@@ -68,9 +68,9 @@ def accepts_logits_to_keep(forward_cls: type) -> bool:
 
 @lru_cache(maxsize=64)
 def cache_keyword(forward_cls: type) -> str:
-    """The forward argument that takes a KV cache: `cache` in transformers 5.24+ (where `past_key_values` is a
-    deprecated alias that warns, to be removed in 5.40), `past_key_values` before. The model output carries
-    the cache under the same name."""
+    """The forward argument that takes a KV cache, as the model's forward declares it: `cache` in transformers
+    5.24 (where `past_key_values` is a deprecated alias that warns, to be removed in 5.40), `past_key_values` in
+    versions that predate the rename. The model output carries the cache under the same name."""
     try:
         params = inspect.signature(forward_cls.forward).parameters
     except (TypeError, ValueError):

@@ -9,7 +9,7 @@ position ids; see `hacrl.rollout.logprobs`) and costs about the same on small mo
 Cache handling works with transformers 4.46+ and 5.x: the prefill call is made with `use_cache=True` and no
 cache, and the cache object the model returns is passed back on every later call together with the full 2-D
 attention mask and the new tokens' explicit `position_ids`. The cache goes in and out under the name the
-model's forward declares (`cache` from transformers 5.24, `past_key_values` before; see `cache_keyword`), so
+model's forward declares (`cache` in transformers 5.24, `past_key_values` before the rename; `cache_keyword`), so
 no deprecation warning is triggered and the numbers are the same under either name. No `cache_position` is
 passed (5.x removed it from the model forwards; 4.x derives it from the cache length, which is what we want).
 """
