@@ -7,7 +7,7 @@ start of at most ~1-2 minutes on one CPU thread.
 With ``--cross`` it also measures, for every ordered pair of the demo pair, how a learner sees its
 partner's *correct* sampled solutions: the length-normalised ratio ``exp(mean logp_learner - mean
 logp_source)`` (each in its own tokenizer and prompt template) and the fraction inside HACPO's cross
-clip ``[0.8, 1.0]`` (HACPO.md §4.4) — outside it, a cross response gives no gradient. This is what decides
+clip ``[0.8, 1.0]`` (docs/method.md §3.5) — outside it, a cross response gives no gradient. This is what decides
 whether a skill can move from one agent to the other at all.
 
     python benchmarks/zoo_calibration.py --cache /tmp/zoo-cal [--force] [--recipes a,b] [--cross] [--json out.json]

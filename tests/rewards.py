@@ -18,3 +18,8 @@ def wrong_length(prompts: list[str], completions: list[str], **columns: list) ->
 
 def some_nan(prompts: list[str], completions: list[str], **columns: list) -> list[float | None]:
     return [float("nan") if i % 4 == 0 else (None if i % 4 == 1 else 1.0) for i in range(len(completions))]
+
+
+def coin(prompts: list[str], completions: list[str], **columns: list) -> list[float]:
+    """0/1, earned by about a third of responses: all-fail and mixed groups both occur (GRAFT, SGT)."""
+    return [float(len(c) % 3 == 0) for c in completions]

@@ -95,7 +95,7 @@ def test_three_agents_unequal_counts_and_single_response_groups() -> None:
 
 
 def test_theorem_4_1_baseline_is_unbiased_for_the_learner() -> None:
-    """E[mu^(k)] = E_{y~pi_k}[R] when omega is the true capability ratio (HACPO.md §4.1).
+    """E[mu^(k)] = E_{y~pi_k}[R] when omega is the true capability ratio (docs/method.md §3.1).
 
     Learner success p_k = 0.3, source p_j = 0.6, G = 4 each, omega^(k,j) = 0.5 fixed. Per group,
     Var(mu) = (G p_k(1-p_k) + G omega^2 p_j(1-p_j)) / (2G)^2 = 0.016875, so over Q = 20000 groups the

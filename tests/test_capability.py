@@ -1,4 +1,4 @@
-"""CapabilityTracker: window, floor, ratio clipping, state round-trip (HACPO.md §3)."""
+"""CapabilityTracker: window, floor, ratio clipping, state round-trip (docs/method.md §3.2)."""
 
 import pytest
 import torch

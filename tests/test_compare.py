@@ -16,16 +16,16 @@ import yaml
 from conftest import tiny_run_config
 from hacrl.cli import main
 from hacrl.compare import (
-    DEFAULT_ALGORITHMS,
-    aggregate,
     build_run_config,
     config_differences,
+    default_algorithms,
     load_base,
     parse_algorithms,
     parse_seeds,
     render_table,
     rollouts_to_reach,
     run_dir,
+    summarise,
     write_report,
 )
 from hacrl.config import ConfigError, config_from_dict
@@ -75,11 +75,14 @@ def test_compare_runs_skips_resumes_and_refuses(tmp_path: Path, capsys: pytest.C
             assert e["curve"]["step"] == [0, 1, 2] and e["curve"]["rollouts"] == [0, 8, 16]
             assert e["curve"]["accuracy_mean"][0] == pytest.approx(res["warm_start"])
     assert results["target_check"]["available"] is False  # no gspo_x2 in this comparison
+    assert results["budget_target"]["available"] is False  # no larger-budget baseline either
+    assert results["agents"]["char"]["algorithms"]["hacpo"]["vs_equal_cost"]["against"] == "gspo"
     assert {(r["algorithm"], r["seed"], r["status"]) for r in results["runs"]} == {
         (a, s, "ran") for a in ("gspo", "hacpo") for s in (0, 1)}
 
     table = (out / "table.md").read_text()
-    for row in ("| Warm start |", "| GSPO |", "| HACPO |", "## Agent `char`", "## Agent `bpe`", "## Target check"):
+    for row in ("| Warm start |", "| GSPO |", "| HACPO |", "## Agent `char`", "## Agent `bpe`",
+                "## Target: the best collaborative rule beats the budget-matched baseline"):
         assert row in table
     for png in ("curves.png", "curves_char.png", "curves_bpe.png"):
         assert (out / png).stat().st_size > 10_000
@@ -123,12 +126,16 @@ def test_unknown_algorithm_and_missing_config(tmp_path: Path, capsys: pytest.Cap
         parse_seeds("0,a")
     assert parse_algorithms(["naive", "hacpo", "gspo_x2", "gspo", "grpo"]) == ["grpo", "gspo", "gspo_x2", "naive",
                                                                                "hacpo"]
+    assert parse_algorithms("graft-stored,sgt,grpo_n16,graft,grpo") == ["grpo", "grpo_n16", "graft", "sgt",
+                                                                         "graft-stored"]
+    with pytest.raises(ConfigError, match=r"unknown algorithm.*'hacpo-stored'"):
+        parse_algorithms("hacpo-stored")
 
 
 @pytest.mark.parametrize("setting", ["state", "size", "model", "trio"])
 def test_benchmark_configs_use_the_zoo_pairs(tmp_path: Path, setting: str) -> None:
     base = load_base(BENCHMARKS / f"{setting}.yaml")
-    for algo in (*DEFAULT_ALGORITHMS, "hacpo-no-clip"):
+    for algo in (*(a for a in default_algorithms(base) if not a.endswith("-stored")), "hacpo-no-clip"):
         cfg = build_run_config(base, [], algo, 1, tmp_path)
         assert [a.model for a in cfg.agents] == [f"zoo:{r}" for r in zoo.PAIRS[setting]]
         assert cfg.algorithm.name == algo and cfg.seed == 1 and cfg.task.name == "arithmetic"
@@ -166,11 +173,13 @@ def write_run(out: Path, algo: str, seed: int, agents: dict[str, dict[str, Any]]
         before[name] = {"accuracy": spec["curve"][0][3], **spec["curve"][0][4]}
         after[name] = {"accuracy": spec["curve"][-1][3], **spec["curve"][-1][4]}
         totals[name] = {"rollouts": spec["rollouts"], "generated_tokens": 100, "updates": spec["updates"],
-                        "sample_seconds": 1.0, "train_seconds": 1.0}
+                        "trained_rows": spec.get("trained_rows", spec["rollouts"]), "sample_seconds": 1.0,
+                        "train_seconds": spec.get("train_seconds", 1.0)}
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = {"agents": list(agents), "steps": 2, "before": before, "after": after, "totals": totals,
-               "wall_seconds": wall, "stopped_early": False, "extra": {}}
+               "wall_seconds": wall, "stopped_early": False}
     (d / "summary.json").write_text(json.dumps(summary))
+    (d / "config.yaml").write_text(yaml.safe_dump({"training": {"num_generations": 4}}))
 
 
 def curve(points: list[tuple[int, float]], accs: list[float], kinds: list[dict[str, float]] | None = None,
@@ -199,9 +208,14 @@ def hand_made(out: Path) -> None:
             }, wall=10.0 + seed)
 
 
+def as_json(res: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(res.as_json()))
+
+
 def test_aggregation_math_on_hand_made_runs(tmp_path: Path) -> None:
     hand_made(tmp_path)
-    res = aggregate(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1], setting="hand")
+    results = summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1], setting="hand")
+    res = as_json(results)
     a, b = res["agents"]["a"], res["agents"]["b"]
     assert a["warm_start"] == pytest.approx(0.4) and b["warm_start"] == pytest.approx(0.2)
     assert a["warm_start_kinds"] == pytest.approx({"add": 0.6, "mul": 0.2}) and res["warnings"] == []
@@ -238,10 +252,23 @@ def test_aggregation_math_on_hand_made_runs(tmp_path: Path) -> None:
     assert cb["hacpo_rollouts_to_target"] == 32 and cb["rollout_fraction"] == pytest.approx(0.25)
     assert check["available"] and not check["all_met"]
 
-    paths = write_report(res, tmp_path)
+    # HACPO is paired with GSPO at equal cost and GSPO x2 (the HACPO paper's) at equal data
+    assert h["vs_equal_cost"] == {"against": "gspo", "per_seed": pytest.approx([0.1, 0.2]),
+                                  "mean": pytest.approx(0.15), "std": pytest.approx(math.sqrt(0.005))}
+    assert h["vs_equal_data"]["against"] == "gspo_x2" and h["vs_equal_data"]["mean"] == pytest.approx(0.05)
+    # compute: own sampling + training seconds (1 + 1); HACPO co-trains, so each agent is charged both agents'
+    assert (h["compute_seconds"], h["charged_seconds"]) == (2.0, 4.0)
+    assert a["algorithms"]["gspo"]["charged_seconds"] == 2.0
+    budget = res["budget_target"]
+    assert budget["available"] and budget["agents"]["a"]["best_rule"] == "hacpo"
+    # a: HACPO - GSPO x2 per seed 0.0, +0.1 -> mean 0.05 <= std 0.0707: not met
+    assert budget["agents"]["a"]["margin"] == pytest.approx(0.05) and not budget["agents"]["a"]["met"]
+
+    paths = write_report(results, tmp_path)
     table = (tmp_path / "table.md").read_text()
-    assert "| HACPO | **70.0 ± 14.1** | **75.0 ± 35.4** | 60.0 ± 56.6 | 64 | 9 | 10 |" in table
-    assert "| Warm start | 40.0 | 60.0 | 20.0 | 0 | 0 | - |" in table
+    assert ("| HACPO | **70.0 ± 14.1** | **75.0 ± 35.4** | 60.0 ± 56.6 | 64 | 64 | 9 | 2 | 4 | +15.0 ± 7.1 vs GSPO "
+            "| +5.0 ± 7.1 vs GSPO x2 |") in table
+    assert "| Warm start | 40.0 | 60.0 | 20.0 | 0 | 0 | 0 | - | - |  |  |" in table
     assert "| b | 30.0 | 30.0 | **no** | 30.0 | yes | 32 (32) | 128 | yes | **no** |" in table
     assert "Overall: **not met** (missed for `b`)." in table
     assert "* `a`: HACPO - GSPO +10.0, +20.0 (+15.0 ± 7.1); HACPO - GSPO x2 +0.0, +10.0 (+5.0 ± 7.1)" in table
@@ -257,21 +284,22 @@ def test_warm_start_mismatch_and_incomplete_runs_are_reported(tmp_path: Path) ->
     summary = json.loads(path.read_text())
     summary["before"]["a"]["accuracy"] = 0.45
     path.write_text(json.dumps(summary))
-    res = aggregate(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1])
-    assert len(res["warnings"]) == 1 and "agent a" in res["warnings"][0] and "gspo/seed1=0.4500" in res["warnings"][0]
+    res = summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1])
+    assert len(res.warnings) == 1 and "agent a" in res.warnings[0] and "gspo/seed1=0.4500" in res.warnings[0]
     assert "> warning: agent a" in render_table(res)
     summary["steps"] = 1
     path.write_text(json.dumps(summary))
     with pytest.raises(ConfigError, match="trained 1 steps, expected 2"):
-        aggregate(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1])
+        summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1])
     with pytest.raises(ConfigError, match="has not finished"):
-        aggregate(tmp_path, ["gspo", "naive"], [0])
+        summarise(tmp_path, ["gspo", "naive"], [0])
 
 
 def test_ablation_mode_reports_no_target(tmp_path: Path) -> None:
     hand_made(tmp_path)
-    res = aggregate(tmp_path, ["gspo", "hacpo"], [0, 1])
-    assert res["target_check"] == {"available": False, "reason": "needs hacpo, gspo, gspo_x2; missing gspo_x2"}
+    res = summarise(tmp_path, ["gspo", "hacpo"], [0, 1])
+    assert res.targets["target_check"] == {"available": False, "reason": "needs hacpo, gspo, gspo_x2; missing gspo_x2"}
+    assert res.targets["budget_target"]["available"] is False
     assert "Not available for this comparison" in render_table(res)
 
 
@@ -290,12 +318,53 @@ def test_cross_setting_summary_script(tmp_path: Path, capsys: pytest.CaptureFixt
     summary = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summary)
     hand_made(tmp_path)
-    paths = write_report(aggregate(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1], setting="hand"), tmp_path)
+    paths = write_report(summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1], setting="hand"), tmp_path)
     assert summary.main([str(paths[0])]) == 0
     out = capsys.readouterr().out
-    assert "| hand | 2 | a | 40.0 | 55.0 ± 7.1 | 65.0 ± 7.1 | 70.0 ± 14.1 | +15.0 ± 7.1 | met |" in out
-    assert "| hand | 2 | b | 20.0 | 30.0 ± 0.0 | 30.0 ± 14.1 | 30.0 ± 0.0 | +0.0 ± 0.0 | **not met** |" in out
-    results = json.loads(paths[0].read_text())
-    del results["agents"]["a"]["algorithms"]["gspo_x2"]
-    with pytest.raises(SystemExit, match="needs GSPO, GSPO x2 and HACPO"):
-        summary.summary_rows(results)
+    assert "| setting | steps | agent | warm start | GSPO | GSPO x2 | HACPO |" in out
+    assert ("| hand | 2 | a | 40.0 | 55.0 ± 7.1 | 65.0 ± 7.1 | 70.0 ± 14.1 | HACPO - GSPO x2: +5.0 ± 7.1 | "
+            "**not met** |") in out
+    assert "| hand | 2 | b | 20.0 | 30.0 ± 0.0 | 30.0 ± 14.1 | 30.0 ± 0.0 | HACPO - GSPO x2: -0.0 ± 14.1 |" in out
+
+
+def test_every_rule_beside_both_baselines_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One seed of every default algorithm on the test agents: the stored-peer arm runs once per agent from the
+    recorded GRPO run, every rule is paired with GRPO (equal cost) and GRPO n=8 (equal data, 2 agents x G=4)."""
+    config, out = write_config(tmp_path / "tiny.yaml"), tmp_path / "cmp"
+    data = yaml.safe_load(config.read_text())
+    data["task"]["reward_fn"] = "rewards:coin"
+    config.write_text(yaml.safe_dump(data))
+    assert default_algorithms(data) == ["grpo", "grpo_n8", "naive", "hacpo", "graft", "sgt", "graft-stored"]
+    assert main(["compare", str(config), "--seeds", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "graft-stored seed 0 (char): starting" in printed and "graft-stored seed 0 (bpe): starting" in printed
+    assert (run_dir(out, "grpo", 0) / "rollouts" / "step-000002.jsonl.gz").is_file()  # recorded for the replay
+    res = json.loads((out / "results.json").read_text())
+    for agent in ("char", "bpe"):
+        algos = res["agents"][agent]["algorithms"]
+        assert algos["grpo"]["rollouts"] == 2 * 2 * 4 and algos["grpo_n8"]["rollouts"] == 2 * 2 * 8
+        assert algos["hacpo"]["trained_rows"] == 2 * 2 * 2 * 4  # the whole pool of both agents, every step
+        assert algos["graft-stored"]["rollouts"] == 16 and algos["graft-stored"]["charged_seconds"] == pytest.approx(
+            algos["graft-stored"]["compute_seconds"])
+        assert algos["graft"]["charged_seconds"] > algos["graft"]["compute_seconds"]  # charged the joint run
+        for rule in ("naive", "hacpo", "graft", "sgt", "graft-stored"):
+            assert algos[rule]["vs_equal_cost"]["against"] in ("grpo", "gspo")
+            assert algos[rule]["vs_equal_data"]["against"] == "grpo_n8"
+    assert res["budget_target"]["available"] and not res["budget_target"]["agents"]["char"]["met"]  # one seed
+    table = (out / "table.md").read_text()
+    for name in ("| GRPO |", "| GRPO n=8 |", "| Naive |", "| HACPO |", "| GRAFT |", "| SGT |",
+                 "| GRAFT (stored peer) |"):
+        assert name in table
+    assert "Sharing diagnostics of `char`" in table and "| Rollouts | Trained on | Updates | Compute (s) |" in table
+
+
+def test_compressed_metrics_aggregate_the_same(tmp_path: Path) -> None:
+    """Committed results keep metrics.jsonl gzip-compressed; aggregation reads either."""
+    import gzip
+
+    hand_made(tmp_path)
+    plain = summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1]).as_json()
+    for path in tmp_path.glob("runs/*/seed*/metrics.jsonl"):
+        path.with_suffix(".jsonl.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    assert summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1]).as_json() == plain

@@ -138,7 +138,7 @@ def test_markdown_report_columns() -> None:
 def test_scores_map_back_to_their_problems(standins: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake generations (correct for chosen problem/sample pairs) through the real batching, ordering, scoring."""
     from hacrl.tasks.arithmetic import ArithmeticTask
-    from hacrl.trainer import balanced_prefix
+    from hacrl.tasks.splits import balanced_prefix
 
     problems = balanced_prefix(list(ArithmeticTask().eval_problems()), 4)
     pattern = {problems[0].prompt: [1, 1], problems[1].prompt: [1, 0], problems[2].prompt: [0, 0],
@@ -157,7 +157,7 @@ def test_scores_map_back_to_their_problems(standins: dict[str, Path], monkeypatc
             out.append(Sample(list(ids), [1, 2], [-0.1, -0.1], reply, "stop"))
         return out
 
-    monkeypatch.setattr("hacrl.rollout.sampler.sample", fake_sample)
+    monkeypatch.setattr("hacrl.rollout.backend.sample", fake_sample)
     report = evaluate_agents([str(standins["qwen2"])], task="arithmetic", k=2, limit=4, batch_size=3,
                              progress=False, keep_samples=True)
     (r,) = report["results"]

@@ -31,9 +31,10 @@ def seq_inputs(log_ratios: list[float], tokens: int = 3) -> tuple[torch.Tensor, 
 
 def hacpo(log_ratios, adv, is_self, omegas, m=0, **kw):
     logps, mask, source = seq_inputs(log_ratios)
-    loss, metrics = hacpo_loss(logps, mask, source, torch.tensor(adv, dtype=f64), torch.tensor(is_self),
-                               torch.tensor(omegas, dtype=f64), m, **kw)
-    return loss, metrics, logps
+    loss, stats = hacpo_loss(logps=logps, mask=mask, source_logps=source, advantages=torch.tensor(adv, dtype=f64),
+                             is_self=torch.tensor(is_self), omegas=torch.tensor(omegas, dtype=f64), update_index=m,
+                             **kw)
+    return loss, stats.metrics(), logps
 
 
 def test_sequence_logps_ignores_padding() -> None:
@@ -65,7 +66,7 @@ def test_self_branch_is_gspo(s: float, adv: float, expected: float, grad_flows: 
     assert metrics["self/zero_grad_frac"] == (0.0 if grad_flows else 1.0)
     # gspo_loss is the same branch for every response
     g_logps, g_mask, g_src = seq_inputs([math.log(s)])
-    g_loss, _ = gspo_loss(g_logps, g_mask, g_src, torch.tensor([adv], dtype=f64))
+    g_loss, _ = gspo_loss(logps=g_logps, mask=g_mask, old_logps=g_src, advantages=torch.tensor([adv], dtype=f64))
     assert g_loss.item() == pytest.approx(loss.item(), rel=1e-12)
 
 
@@ -124,7 +125,7 @@ def test_mixed_batch_mean_and_metrics() -> None:
     assert metrics["cross/zero_grad_frac"] == 0.5
     assert metrics["cross/ratio_min"] == pytest.approx(0.5)
     assert metrics["self/ratio_max"] == pytest.approx(1.01)
-    assert metrics["cross/omega_mean"] == pytest.approx(2.25)
+    assert metrics["cross/weight_mean"] == pytest.approx(2.25)
 
 
 def test_cross_gradient_matches_formula_on_a_real_parameter() -> None:
@@ -137,7 +138,8 @@ def test_cross_gradient_matches_formula_on_a_real_parameter() -> None:
     seq = sequence_logps(token_logps, mask).detach()
     source = seq - torch.tensor([math.log(0.95), math.log(0.85)], dtype=f64)  # ratios 0.95, 0.85: inside
     adv, omegas, alpha = torch.tensor([1.3, -0.4], dtype=f64), torch.tensor([2.0, 0.3], dtype=f64), 3.0
-    loss, _ = hacpo_loss(token_logps, mask, source, adv, torch.tensor([False, False]), omegas, 0, alpha=alpha)
+    loss, _ = hacpo_loss(logps=token_logps, mask=mask, source_logps=source, advantages=adv,
+                         is_self=torch.tensor([False, False]), omegas=omegas, update_index=0, alpha=alpha)
     (grad,) = torch.autograd.grad(loss, theta, retain_graph=True)
     expected = torch.zeros_like(theta)
     for row, c in enumerate([0.95, 0.85]):
@@ -162,11 +164,13 @@ def test_grpo_token_level_branches_and_aggregation() -> None:
     adv = torch.tensor([1.0, -2.0], dtype=f64)
     row0 = [1.1, 1.28, 0.5]  # A > 0: min(r A, clip(r) A) -> 1.1, 1.28, 0.5
     row1 = [-2.0, -2.0]
-    loss_tok, metrics = grpo_loss(logps, mask, old, adv)
+    args = dict(logps=logps, mask=mask, old_logps=old, advantages=adv)
+    loss_tok, stats = grpo_loss(**args)
+    metrics = stats.metrics()
     assert loss_tok.item() == pytest.approx(-(sum(row0) + sum(row1)) / 5)
-    loss_seq, _ = grpo_loss(logps, mask, old, adv, loss_type="grpo")
+    loss_seq, _ = grpo_loss(**args, loss_type="grpo")
     assert loss_seq.item() == pytest.approx(-(sum(row0) / 3 + sum(row1) / 2) / 2)
-    loss_dr, _ = grpo_loss(logps, mask, old, adv, loss_type="dr_grpo", max_completion_length=4)
+    loss_dr, _ = grpo_loss(**args, loss_type="dr_grpo", max_completion_length=4)
     assert loss_dr.item() == pytest.approx(-(sum(row0) + sum(row1)) / (2 * 4))
     assert metrics["self/clip_frac"] == pytest.approx(2 / 5)
     assert metrics["self/zero_grad_frac"] == pytest.approx(1 / 5)
@@ -174,13 +178,13 @@ def test_grpo_token_level_branches_and_aggregation() -> None:
     assert logps.grad[0, 1].item() == 0.0  # clipped token contributes no gradient
     assert logps.grad[0, 2].item() != 0.0
     with pytest.raises(ValueError, match="loss_type must be one of"):
-        grpo_loss(logps, mask, old, adv, loss_type="sum")
+        grpo_loss(**args, loss_type="sum")
 
 
 def test_kl_penalty_k3() -> None:
     logps = torch.log(torch.tensor([[0.5, 0.25]], dtype=f64))
     ref = torch.log(torch.tensor([[0.25, 0.25]], dtype=f64))
-    kl = kl_penalty(logps, ref, torch.tensor([[True, True]]))
+    kl = kl_penalty(logps=logps, ref_logps=ref, mask=torch.tensor([[True, True]]))
     d = math.log(0.5)
     assert kl.tolist() == pytest.approx([(math.exp(d) - d - 1) / 2])
 

@@ -1,5 +1,6 @@
 """Paper presets (configs/paper): every one validates with its env vars pointing at stand-in checkpoints, its
-numbers are HACPO.md §8's, `${VAR}` expansion is strict and clear, and a preset shrunk for the CPU trains."""
+numbers are the paper's (docs/method.md §6), `${VAR}` expansion is strict and clear, and a preset shrunk for the
+CPU trains."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hacrl.models.standins import build_standin_pair
 PAPER = Path(__file__).resolve().parents[1] / "configs/paper"
 PRESETS = sorted(p for p in PAPER.glob("*.yaml") if p.name != "standin-smoke.yaml")
 
-# (alpha, cross lower bound 1 - delta, delta_step) per pair, HACPO.md §8.
+# (alpha, cross lower bound 1 - delta, delta_step) per pair, docs/method.md §6.
 EXPECTED = {
     "qwen3-4b_qwen3-4b-instruct": (3.0, 0.8, 0.01),
     "qwen3-1.7b-base_qwen3-4b-base": (1.0, 0.8, 0.025),

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from conftest import tiny_run_config
-from hacrl.algorithms import get_preset
+from hacrl.algorithms import resolve_objective
 from hacrl.config import AgentConfig, AlgorithmConfig, ConfigError, config_from_dict
 from hacrl.models.loading import AgentLoadError
 from hacrl.rollout.sampler import SamplingParams
 from hacrl.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
 from hacrl.tasks.base import FunctionRewardTask
 from hacrl.trainer import Trainer
-from hacrl.workers import WorkerSettings
+from hacrl.workers import AgentWorker, WorkerSettings
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install 'hacrl[ray]'); CI installs "
@@ -33,7 +33,7 @@ needs_ray = pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip in
 def _weights(trainer: Trainer) -> list[dict[str, torch.Tensor]]:
     if hasattr(trainer.executor, "workers"):
         return [w.state_tensors() for w in trainer.executor.workers]  # type: ignore[attr-defined]
-    return trainer.executor.map("state_tensors", [()] * trainer.n)
+    return trainer.executor.call(AgentWorker.state_tensors, [()] * trainer.n)
 
 
 def _assert_same(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]], what: str) -> None:
@@ -91,8 +91,8 @@ def test_ray_matches_in_process_and_resumes_exactly(tmp_path: Path) -> None:
         trainer.run()
         _assert_same(_weights(trainer), in_process_2, "Ray vs in-process after 2 steps")
         # a failing remote call names the agent and keeps the remote error type and text
-        with pytest.raises(AttributeError, match=r"agent 'char' \(no_such_method in its Ray actor\).*no_such_method"):
-            trainer.executor.map("no_such_method", [()] * 2)
+        with pytest.raises(ValueError, match=r"agent 'char' \(load in its Ray actor\): checkpoint .* does not match"):
+            trainer.executor.call(AgentWorker.load, [(str(tmp_path / "no-such-checkpoint"),)] * 2)
     finally:
         trainer.close()
     assert not ray.is_initialized(), "close() must stop the Ray instance that hacrl started"
@@ -106,9 +106,9 @@ def test_ray_matches_in_process_and_resumes_exactly(tmp_path: Path) -> None:
 
 
 def _settings() -> WorkerSettings:
-    return WorkerSettings(index=0, seed=0, sampling=SamplingParams(max_new_tokens=4), algorithm=AlgorithmConfig(),
-                          preset=get_preset("gspo"), minibatch_size=4, max_grad_norm=1.0, max_completion_tokens=8,
-                          max_nonfinite_updates=3)
+    return WorkerSettings(index=0, seed=0, sampling=SamplingParams(max_new_tokens=4),
+                          objective=resolve_objective(AlgorithmConfig(name="gspo"), max_completion_length=4),
+                          minibatch_size=4, max_grad_norm=1.0, max_completion_tokens=8, max_nonfinite_updates=3)
 
 
 @needs_ray

@@ -1,4 +1,4 @@
-"""An independent, loop-based re-statement of HACPO.md §3-§5 checked against the tensor code.
+"""An independent, loop-based re-statement of docs/method.md §3 checked against the tensor code.
 
 Random inputs: 2-4 agents, unequal responses per agent, binary and fractional rewards, random update
 indices and alphas, float64; agreement to a relative 1e-5 (values and gradients).
@@ -113,8 +113,9 @@ def test_tracker_advantages_and_loss_agree_with_reference(seed: int) -> None:
     omegas = [ref_ratio(caps, sources[i], learner, 0.1, 10.0) for i in range(b)]
     is_self = [sources[i] == learner for i in range(b)]
     m, alpha = rng.randint(0, 10), rng.choice([0.0, 1.0, 2.0, 3.0])
-    loss, _ = hacpo_loss(logps, mask, torch.tensor(src, dtype=torch.float64), got, torch.tensor(is_self),
-                         tracker.ratios_for(torch.tensor(sources), learner), m, alpha=alpha)
+    loss, _ = hacpo_loss(logps=logps, mask=mask, source_logps=torch.tensor(src, dtype=torch.float64), advantages=got,
+                         is_self=torch.tensor(is_self), omegas=tracker.ratios_for(torch.tensor(sources), learner),
+                         update_index=m, alpha=alpha)
     ref, seq_grads = ref_loss_and_seq_grad(seq, src, want, is_self, omegas, m, 3e-4, 4e-4, alpha, 0.2, 0.025)
     assert loss.item() == pytest.approx(ref, rel=1e-5, abs=1e-12)
     loss.backward()

@@ -86,15 +86,15 @@ def test_empty_datasets_are_refused() -> None:
 
 def _nan_logps_for(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every training forward pass of `model` return NaN log-probs (as a diverged model would)."""
-    import hacrl.workers as workers
+    import hacrl.learner as learner
 
-    real = workers.completion_logps
+    real = learner.completion_logps
 
     def poisoned(m, *args, **kwargs):
         out = real(m, *args, **kwargs)
         return out * float("nan") if m is model else out
 
-    monkeypatch.setattr(workers, "completion_logps", poisoned)
+    monkeypatch.setattr(learner, "completion_logps", poisoned)
 
 
 def test_nonfinite_updates_are_skipped_then_abort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

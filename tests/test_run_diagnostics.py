@@ -26,9 +26,9 @@ def test_reward_windows_are_a_quarter_of_the_run() -> None:
 
 
 def test_missing_and_non_finite_values_are_left_out_not_zeroed() -> None:
-    rows = _rows([0.5, 0.5], **{"cross/omega_mean": [2.0, float("nan")]})
+    rows = _rows([0.5, 0.5], **{"cross/weight_mean": [2.0, float("nan")]})
     d = summarise_agent(rows)
-    assert d["cross/omega_mean"] == pytest.approx(2.0)  # the NaN step is ignored, not averaged as 0
+    assert d["cross/weight_mean"] == pytest.approx(2.0)  # the NaN step is ignored, not averaged as 0
     assert d["cross/zero_grad_frac"] is None  # a single-agent run logs no cross metrics
     assert summarise_agent([])["reward_first"] is None
 

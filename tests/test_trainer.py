@@ -54,8 +54,8 @@ def test_every_preset_trains(tmp_path: Path, algorithm: str) -> None:
     for r in train:
         assert math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"])
         assert r["updates"] >= 1
-        shares = PRESETS[algorithm].shares_rollouts
-        assert (r["retokenize/cross_rows"] > 0) == shares
+        if PRESETS[algorithm].rows in ("own", "pool"):  # GRAFT / SGT transfer only where a receiver failed
+            assert (r["retokenize/cross_rows"] > 0) == PRESETS[algorithm].shares_rollouts
     g = 4 * PRESETS[algorithm].rollout_multiplier
     assert trainer.totals["char"].rollouts == 2 * g
     assert (tmp_path / "summary.json").is_file()
@@ -105,7 +105,7 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
 def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tmp_path: Path, algorithm: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows with A = 0 carry no gradient; the fast path that skips them must give the same weights."""
-    from hacrl.workers import AgentWorker
+    from hacrl import learner
 
     def binary_task() -> FunctionRewardTask:
         arithmetic = ArithmeticTask(ArithmeticConfig(n_train=200, n_eval=20))
@@ -117,7 +117,7 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tmp_path: Path
     fast = run(tiny_run_config(tmp_path / "fast", algorithm=algorithm, steps=2), task=binary_task())
     records = [json.loads(line) for line in (tmp_path / "fast" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("zero_advantage_frac", 0) > 0 for r in records if r["type"] == "train")
-    monkeypatch.setattr(AgentWorker, "_live_rows", lambda self, idx, adv, batch: (idx, 1.0))
+    monkeypatch.setattr(learner, "live_rows", lambda rows, *_: learner.MiniBatch(rows, rows, 1.0))
     full = run(tiny_run_config(tmp_path / "full", algorithm=algorithm, steps=2), task=binary_task())
     for a, b in zip(weights(fast), weights(full), strict=True):
         for key in a:

@@ -49,9 +49,9 @@ def main() -> None:
     sample = trainer._sample
 
     def capture(problems: Any) -> Any:  # keep each step's pool to count its tokens
-        pool = sample(problems)
+        pool, replayed = sample(problems)
         pools.append(pool)
-        return pool
+        return pool, replayed
 
     trainer._sample = capture
     size = args.matmul_size

@@ -76,7 +76,6 @@ def report(results: dict[str, Any], start_machine: dict[str, Any], quick: bool) 
         "flops_fraction_of_peak": fl["flops_fraction_of_peak"],
     }
     h, t = vs["hacrl"], vs["trl"]
-    proto = vs.get("hacrl_skip_zero_adv_prototype")
     lines = [
         "# Performance: throughput, agent scaling, sampler, compute efficiency",
         "",
@@ -139,11 +138,6 @@ def report(results: dict[str, Any], start_machine: dict[str, Any], quick: bool) 
         f"{fmt(t['steps_per_second'])} | {t['median_tokens_per_second']:.0f} | {fmt(t['mean_completion_tokens'], 1)} | "
         f"{fmt(t['median_sampling_seconds'], 3)} | {fmt(t['median_rest_seconds'], 3)} (update + bookkeeping) |",
     ]
-    if proto is not None:
-        lines.append(
-            f"| hacrl + skip-zero-advantage PROTOTYPE | {fmt(proto['median_step_seconds'], 3)} | "
-            f"{fmt(proto['steps_per_second'])} | {proto['median_tokens_per_second']:.0f} | "
-            f"{fmt(proto['mean_completion_tokens'], 1)} | | |")
     lines += [
         "",
         f"Ratio hacrl / TRL: **{fmt(vs['throughput_ratio_tokens'])}x** tokens/s, "
@@ -155,24 +149,13 @@ def report(results: dict[str, Any], start_machine: dict[str, Any], quick: bool) 
         f"{fmt(t['median_sampling_seconds'], 3)} s in `model.generate` and {fmt(t['median_rest_seconds'], 3)} s in "
         "the rest of its step (loss forward, backward, optimizer, bookkeeping). At this model size both frameworks "
         "are thin layers over the same `transformers` modules: a cProfile of both loops "
-        "(`python -m cProfile -s cumulative benchmarks/throughput/vs_trl.py --no-prototype --steps 6`, run on "
+        "(`python -m cProfile -s cumulative benchmarks/throughput/vs_trl.py --steps 6`, run on "
         "2026-11-22) put 86% of the two loops' combined time inside the same `LlamaForCausalLM.forward` calls (one "
         "per sampled token, then one over the 64 rows) and the autograd backward; the rest is token selection, "
         "loss math, AdamW and bookkeeping, in both. hacrl's sampler does the same "
         "per-token forward as `generate` (section 3) and its update the same forward/backward as TRL's loss, so "
         "equal work takes equal time: a 1.5x lead needs less work, not less overhead.",
     ]
-    if proto is not None:
-        lines += [
-            "",
-            f"Less work, measured: the PROTOTYPE row leaves out of the update the rows whose advantage is exactly 0 "
-            f"(all responses of a prompt got the same reward: {proto['zero_advantage_row_fraction_mean'] * 100:.0f}% "
-            "of the rows here). With beta = 0 they contribute exactly nothing to the GSPO/HACPO gradient, so "
-            "skipping them and rescaling the loss by kept/total rows leaves the gradient unchanged. It reaches "
-            f"**{fmt(vs['prototype_throughput_ratio_tokens'])}x** TRL's tokens/s "
-            f"({fmt(vs['prototype_throughput_ratio_steps'])}x steps/s). It is applied in the benchmark by wrapping "
-            "the worker; it is not in hacrl yet (a proposed change to `AgentWorker.update`).",
-        ]
     lines += [
         "",
         "## 2. Agent scaling: wall time per collaborative step, in-process vs Ray",
@@ -231,7 +214,7 @@ def report(results: dict[str, Any], start_machine: dict[str, Any], quick: bool) 
         "the cores and Ray gains nothing over in-process. In-process runs with 1 torch thread: 2 threads in one "
         "process on this busy 2-core machine measured 20-50x slower per step (2026-11-22: 10-26 s instead of 0.5 s "
         "for the vs-TRL step; 17 s instead of 1.1 s here with `--inproc-threads 1,2`), the erratic behaviour "
-        "MEASURED.md describes, which is also why Ray actors default to one thread.",
+        "the README (\"Threads\") describes, which is also why Ray actors default to one thread.",
         "",
         "## 3. Sampler: hacrl KV-cache loop vs `model.generate`",
         "",

@@ -17,11 +17,8 @@ Interleaving: TRL drives the loop; a callback runs one hacrl step after every TR
 the same prompts, and each side's step time excludes the other's. Tokens/s counts generated + trained completion
 tokens (for one agent every generated token is trained on once: 2 x completion tokens).
 
-A third arm, `hacrl_skip_zero_adv` (on by default, `--no-prototype` drops it), is a PROTOTYPE of a proposed
-change to `AgentWorker.update`, applied here by wrapping one worker's methods, not part of hacrl yet: rows whose
-advantage is exactly 0 (every group whose responses all got the same reward) contribute exactly nothing to the
-GSPO/HACPO gradient when beta = 0, so they are left out of the forward/backward pass and the loss is rescaled by
-kept/total rows, which keeps the gradient identical (exact for the single mini-batch used here).
+hacrl leaves rows whose advantage is exactly 0 out of the forward/backward pass (they carry no gradient;
+`hacrl.learner.live_rows`); TRL computes them.
 
     python benchmarks/throughput/vs_trl.py [--steps 12] [--warmup 2] [--threads 1] [--max-new-tokens 48]
 """
@@ -57,30 +54,6 @@ def _hacrl_trainer(model_dir: Path, args: argparse.Namespace, out: Path) -> Any:
     return Trainer(cfg)
 
 
-def _skip_zero_advantage_rows(trainer: Any) -> list[float]:
-    """Wrap the (single) worker of `trainer` with the prototype; returns the list it appends skipped fractions to."""
-    from hacrl.workers import UpdatePlan
-
-    worker = trainer.executor.workers[0]
-    update, loss = worker.update, worker._loss
-    skipped: list[float] = []
-    scale = [1.0]
-
-    def lean_update(plan: UpdatePlan) -> dict[str, float]:
-        keep = [i for i, a in enumerate(plan.advantages) if a != 0.0] or [0]
-        skipped.append(1 - len(keep) / len(plan.advantages))
-        scale[0] = len(keep) / len(plan.advantages)  # mean over kept rows x kept/total = mean over all rows
-        return update(UpdatePlan(plan.step, [plan.pool[i] for i in keep], [plan.advantages[i] for i in keep],
-                                 [plan.omegas[i] for i in keep]))
-
-    def scaled_loss(*args: Any, **kwargs: Any) -> Any:
-        value, metrics = loss(*args, **kwargs)
-        return value * scale[0], metrics
-
-    worker.update, worker._loss = lean_update, scaled_loss
-    return skipped
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="measured steps per framework (after warm-up)")
@@ -91,7 +64,6 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-prototype", action="store_true", help="leave out the skip-zero-advantage prototype")
     parser.add_argument("--json", default=None, help="write the result here (default: print it)")
     args = parser.parse_args()
     quiet()
@@ -107,8 +79,6 @@ def main() -> None:
     model_dir = bench_model_dir()
     tmp = Path(tempfile.mkdtemp(prefix="hacrl-bench-vs-trl-"))
     hacrl = _hacrl_trainer(model_dir, args, tmp / "hacrl")
-    lean = None if args.no_prototype else _hacrl_trainer(model_dir, args, tmp / "hacrl-lean")
-    skipped = _skip_zero_advantage_rows(lean) if lean is not None else []
     problems = hacrl.train_problems
     template = hacrl.executor.workers[0].agent.template.plain
     total = args.warmup + args.steps
@@ -126,8 +96,6 @@ def main() -> None:
     trl_lengths: dict[int, float] = {}
     hacrl_times: list[float] = []
     hacrl_lengths: list[float] = []
-    lean_times: list[float] = []
-    lean_lengths: list[float] = []
     threads_seen: set[int] = set()
 
     class Interleave(TrainerCallback):  # type: ignore[misc]
@@ -146,11 +114,6 @@ def main() -> None:
             hacrl_lengths.append(metrics["completion_tokens_mean"])
             hacrl_sample.append(hacrl.totals["llama"].sample_seconds - sampled)
             hacrl_update.append(metrics["train_seconds"])
-            if lean is not None:
-                start = time.perf_counter()
-                metrics = lean.train_step()["llama"]
-                lean_times.append(time.perf_counter() - start)
-                lean_lengths.append(metrics["completion_tokens_mean"])
             self.mark = time.perf_counter()
 
         def on_log(self, _args: Any, state: Any, _control: Any, logs: dict[str, float] | None = None,
@@ -204,9 +167,6 @@ def main() -> None:
     t["median_rest_seconds"] = median([a - b for a, b in zip(trl_times[measured], trl_generate[measured],
                                                               strict=True)])
     arms = {"hacrl": h, "trl": t}
-    if lean is not None:
-        arms["hacrl_skip_zero_adv_prototype"] = summarize(lean_times, lean_lengths) | {
-            "zero_advantage_row_fraction_mean": sum(skipped[measured]) / len(skipped[measured])}
     result = {
         "benchmark": "vs_trl", "command": command_line(), "machine": machine("trl", "accelerate", "datasets"),
         "settings": {"model": describe_model(model_dir), "threads": args.threads,
@@ -217,10 +177,6 @@ def main() -> None:
         "throughput_ratio_tokens": h["median_tokens_per_second"] / t["median_tokens_per_second"],
         "throughput_ratio_steps": h["steps_per_second"] / t["steps_per_second"],
     }
-    if lean is not None:
-        p = arms["hacrl_skip_zero_adv_prototype"]
-        result["prototype_throughput_ratio_tokens"] = p["median_tokens_per_second"] / t["median_tokens_per_second"]
-        result["prototype_throughput_ratio_steps"] = p["steps_per_second"] / t["steps_per_second"]
     write_json(args.json, result)
 
 

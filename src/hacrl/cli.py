@@ -27,8 +27,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 _OS_USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR)
 """OSErrors that are the machine's state, not a bug: one line naming the file."""
 
-DEMO_TIME = "about 15 min on 2 CPU cores, plus about 4 min to build the agents on the first run"
-"""Measured (docs/reliability.md, "Start-up and demo times"); keep in step with the README."""
+DEMO_TIME = "about 5 min on 2 CPU cores once the agents are built; the first run builds them first, about 16 min in all"
+"""Measured (README, "What the demo shows"; docs/reliability.md, "Start-up and demo times"); keep them in step."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -37,7 +37,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors = list(USER_ERRORS)
     for module, name in (("hacrl.models.loading", "AgentLoadError"), ("hacrl.rollout.sampler", "NonFiniteLogitsError"),
                          ("hacrl.trainer", "ResumeError"), ("hacrl.workers", "NonFiniteUpdateError"),
-                         ("hacrl.checkpoint", "CheckpointError")):
+                         ("hacrl.checkpoint", "CheckpointError"), ("hacrl.learner", "MicrobatchBudgetError")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
@@ -199,9 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip (count and log) benchmark rows without a question or gold answer instead of stopping")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compare", help="HACPO against the baselines over seeds (Table 1 in miniature)")
+    p = sub.add_parser("compare", help="every sharing rule against independent training at equal cost and equal "
+                                      "data, over seeds")
     p.add_argument("config")
-    p.add_argument("--algorithms", default="hacpo,gspo,gspo_x2,grpo,naive")
+    p.add_argument("--algorithms", default=None,
+                   help="comma-separated presets, grpo_nK / gspo_nK baselines and RULE-stored arms (default: grpo, "
+                        "grpo_n{n*G}, naive, hacpo, graft, sgt, graft-stored)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from hacrl.algorithms.names import GRPO_LOSS_TYPES
-from hacrl.algorithms.presets import PRESETS
+from hacrl.algorithms.presets import PRESETS, get_preset, is_known
 
 
 class ConfigError(ValueError):
@@ -44,7 +44,7 @@ class AgentConfig:
     system_prompt: str | None = None
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
-    num_generations: int | None = None  # per-agent G_j (HACPO.md §9); None = training.num_generations
+    num_generations: int | None = None  # per-agent G_j (docs/method.md §1); None = training.num_generations
     threads: int | None = None  # torch threads for this agent's worker (Ray executor); None = executor default
 
 
@@ -61,8 +61,11 @@ class AlgorithmConfig:
     max_reward: float = 1.0
     beta: float = 0.0
     loss_type: str = "dapo"
-    minibatch_order: Literal["self_first", "shuffle"] = "self_first"
+    # None: the preset's order (self_first for HACPO, peer_last for GRAFT and SGT)
+    minibatch_order: Literal["self_first", "shuffle", "peer_last", "peer_first"] | None = None
     advantage_eps: float = 1e-6
+    gate_delta: float = 0.8  # GRAFT: transferred responses need exp(lbar_receiver_old - lbar_source) > gate_delta
+    nll_weight: float = 0.1  # SGT: weight (lambda) of the supervised term on correct peer responses
 
 
 @dataclass
@@ -87,12 +90,16 @@ class TrainingConfig:
     steps: int = 100
     prompts_per_step: int = 16
     num_generations: int = 8
-    minibatch_size: int = 64  # fixed in responses (HACPO.md §6)
+    minibatch_size: int = 64  # fixed in responses (docs/method.md §2)
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
     max_grad_norm: float = 1.0
     max_completion_tokens: int | None = None  # cap for re-tokenised cross responses; None = 2 x max_new_tokens
+    # Split each mini-batch into micro-batches of at most this many tokens (prompt + completion per response) and
+    # accumulate their gradients into one optimizer step; the loss keeps the whole mini-batch's normaliser.
+    # None: one forward/backward pass per mini-batch.
+    max_tokens_per_microbatch: int | None = None
     eval_every: int = 25
     eval_limit: int | None = None
     eval_max_new_tokens: int | None = None
@@ -109,6 +116,19 @@ class CheckpointConfig:
 class LoggingConfig:
     tensorboard: bool = True
     progress: bool = True
+    # Write every live agent's verified responses to OUTPUT_DIR/rollouts/ (text, mean log-prob, reward; see
+    # hacrl.replay), so a later run can learn from this one as a replayed peer.
+    record_rollouts: bool = False
+
+
+@dataclass
+class ReplayConfig:
+    """A replayed peer: agent `agent` of the run recorded at `path` (its output_dir or its rollouts/ directory),
+    joined to the pool as source `name`; neither loaded nor trained (hacrl.replay)."""
+
+    name: str
+    path: str
+    agent: str
 
 
 @dataclass
@@ -125,6 +145,7 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    replay: list[ReplayConfig] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +155,7 @@ _POSITIVE_INTS = {"training.steps", "training.prompts_per_step", "training.num_g
                   "training.minibatch_size", "training.max_new_tokens", "training.eval_every",
                   "training.max_nonfinite_updates", "checkpoint.every", "checkpoint.keep_last",
                   "algorithm.capability_window", "training.eval_limit", "training.eval_max_new_tokens",
-                  "training.max_completion_tokens", "threads"}
+                  "training.max_completion_tokens", "training.max_tokens_per_microbatch", "threads"}
 
 
 def _type_name(tp: Any) -> str:
@@ -242,22 +263,38 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"agents[{i}].threads: must be >= 1, got {agent.threads}")
         if agent.dtype not in DTYPE_NAMES:
             raise ConfigError(f"agents[{i}].dtype: {agent.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
-    if cfg.algorithm.name not in PRESETS:
-        raise ConfigError(f"algorithm.name: {cfg.algorithm.name!r} is not one of {', '.join(PRESETS)}")
+    if not is_known(cfg.algorithm.name):
+        raise ConfigError(f"algorithm.name: {cfg.algorithm.name!r} is not one of {', '.join(PRESETS)}, or "
+                          "grpo_nK / gspo_nK (an independent baseline with K responses per prompt)")
     if cfg.algorithm.loss_type not in GRPO_LOSS_TYPES:
         raise ConfigError(f"algorithm.loss_type: {cfg.algorithm.loss_type!r} is not one of "
                           f"{', '.join(GRPO_LOSS_TYPES)}")
-    preset = PRESETS[cfg.algorithm.name]
-    if preset.shares_rollouts and len(cfg.agents) < 2:
+    preset = get_preset(cfg.algorithm.name)
+    if preset.shares_rollouts and len(cfg.agents) + len(cfg.replay) < 2:
         raise ConfigError(f"algorithm.name: {preset.name!r} shares rollouts between agents and needs at least 2 "
-                          f"agents, got {len(cfg.agents)}")
+                          f"agents (or a replayed peer), got {len(cfg.agents)}")
+    for i, peer in enumerate(cfg.replay):
+        if peer.name in names or [r.name for r in cfg.replay].count(peer.name) > 1:
+            raise ConfigError(f"replay[{i}].name: {peer.name!r} is already the name of an agent or another replayed "
+                              "peer")
+        if not peer.name or "/" in peer.name:
+            raise ConfigError(f"replay[{i}].name: must be non-empty and contain no '/', got {peer.name!r}")
+    if cfg.replay and not preset.shares_rollouts:
+        raise ConfigError(f"replay: {preset.name!r} trains each agent on its own responses only; a replayed peer "
+                          "needs a sharing rule (graft, sgt or naive)")
+    if cfg.replay and (preset.advantage == "capability" or preset.cross_weights == "omega"):
+        raise ConfigError(f"replay: {preset.name!r} weighs peers by their capability, which a replayed peer has no "
+                          "estimate of on steps its record lacks; use graft, sgt or naive")
     rb = cfg.algorithm.ratio_bounds
     if len(rb) != 2 or not (0 < rb[0] <= 1 <= rb[1]):
         raise ConfigError(f"algorithm.ratio_bounds: must be [low, high] with 0 < low <= 1 <= high, got {rb}")
     if not 0 <= cfg.algorithm.delta <= 1:
         raise ConfigError(f"algorithm.delta: must be in [0, 1] (cross lower bound 1 - delta), got "
                           f"{cfg.algorithm.delta}")
-    for name in ("alpha", "delta_step", "beta"):
+    if not 0 <= cfg.algorithm.gate_delta < 1:
+        raise ConfigError(f"algorithm.gate_delta: must be in [0, 1) (transferred responses need a compatibility "
+                          f"score above it), got {cfg.algorithm.gate_delta}")
+    for name in ("alpha", "delta_step", "beta", "nll_weight"):
         if getattr(cfg.algorithm, name) < 0:
             raise ConfigError(f"algorithm.{name}: must be >= 0, got {getattr(cfg.algorithm, name)}")
     t = cfg.training
@@ -282,26 +319,36 @@ def _validate_batches(cfg: RunConfig, preset: Any) -> None:
     Advantages are normalised within each prompt's group, so a group of one response has advantage 0 and
     trains nothing (TRL refuses num_generations < 2 for the same reason). A mini-batch larger than the
     learner's batch would silently be the whole batch, one update per step instead of the configured count.
+    Responses per prompt and mini-batch sizes follow `Objective.responses_per_prompt` / `minibatch_size`: a
+    `grpo_nK` baseline samples K per prompt and scales the mini-batch by K / G, so its mini-batch fits exactly
+    when the configured one fits G responses per prompt. Replayed peers add rows whose count is unknown here,
+    so pooled batches with replayed peers are not checked.
     """
     t = cfg.training
-    mult = preset.rollout_multiplier
-    per_agent = [(a.num_generations or t.num_generations) * mult for a in cfg.agents]
+    given = [a.num_generations or t.num_generations for a in cfg.agents]
+    per_agent = [preset.num_generations or g * preset.rollout_multiplier for g in given]
     where = [f"agents[{i}].num_generations" if a.num_generations is not None else "training.num_generations"
              for i, a in enumerate(cfg.agents)]
-    if preset.advantage == "group":
+    if preset.advantage == "source_group":
         for i, g in enumerate(per_agent):
             if g < 2:
-                raise ConfigError(f"{where[i]}: must be >= 2 with {preset.name!r}, got {g // mult}: advantages are "
+                raise ConfigError(f"{where[i]}: must be >= 2 with {preset.name!r}, got {given[i]}: advantages are "
                                   "normalised within each prompt's group of an agent's responses, so a group of one "
                                   "has advantage 0 and trains nothing (TRL's GRPOTrainer refuses it too)")
-    elif sum(per_agent) < 2:
+    elif sum(per_agent) < 2 and not cfg.replay:
         raise ConfigError(f"training.num_generations: {preset.name!r} needs >= 2 responses per prompt over all agents, "
                           f"got {sum(per_agent)}: a group of one has advantage 0 and trains nothing")
+    pooled = preset.rows == "pool"
+    if pooled and cfg.replay:
+        return
     for i, agent in enumerate(cfg.agents):
-        responses = per_agent[i] if not preset.shares_rollouts else sum(per_agent)
+        # in the configured units (responses at G per prompt; see the docstring for grpo_nK)
+        responses = given[i] * (1 if preset.num_generations else preset.rollout_multiplier)
+        if pooled:
+            responses = sum(g * (1 if preset.num_generations else preset.rollout_multiplier) for g in given)
         batch = t.prompts_per_step * responses
         if t.minibatch_size > batch:
-            whose = "its own responses" if not preset.shares_rollouts else "the shared pool of every agent"
+            whose = "the shared pool of every agent" if pooled else "its own responses"
             raise ConfigError(
                 f"training.minibatch_size: {t.minibatch_size} is larger than the batch of agent {agent.name!r}, "
                 f"{batch} responses per step (training.prompts_per_step {t.prompts_per_step} x {responses} "

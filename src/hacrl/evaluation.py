@@ -1,22 +1,16 @@
 """`hacrl eval`: avg@k, pass@k (and best@k for AIME) of one or more agents on a task's held-out problems.
 
 Every agent is loaded with `load_agent` exactly as training loads it, so its own prompt rendering is used (the
-chat template when its tokenizer has one), and generation goes through the same batched KV-cache sampler
-(`hacrl.rollout.sampler.sample`) the trainer samples with. What is measured, per benchmark and agent, over
-the problems whose rendered prompt fits the model (see "skipped"):
+chat template when its tokenizer has one), and completions are decoded and scored by the one evaluator
+(`hacrl.evaluator`) that training-time evaluation and the zoo's warm-start measurement use. What is measured,
+per benchmark and agent, over the problems whose rendered prompt fits the model (see "skipped"):
 
 * k = 1: greedy decoding, one completion per problem; avg@1 = pass@1 = best@1 = greedy accuracy.
 * k > 1: k completions per problem sampled at `temperature` / `top_p` from a generator seeded with
   (`seed`, benchmark name), so a rerun reproduces the numbers and adding a benchmark does not change the
-  others. With the n x k correctness matrix C (problem i, sample j):
-  - avg@k  = mean of C: the expected accuracy of one sample (what papers call "avg@k" / "mean@k");
-  - pass@k = mean over problems of "at least one of the k samples is correct". This is the unbiased
-    estimator of Chen et al. (2021), `1 - C(n-c, k) / C(n, k)` per problem, evaluated at n = k, where it
-    reduces exactly to "any correct" (`pass_at_k` implements the general estimator);
-  - best@k (AIME only, where the paper reports it; 30 problems make one run's accuracy noisy) = the best
-    accuracy among the k sample columns, i.e. treat sample j of every problem as evaluation run j and report
-    the best of the k runs: max_j mean_i C[i, j]. It lies between avg@k and pass@k. (A paper that uses
-    "best@k" for the per-problem "any of k correct" means our pass@k, which is reported too.)
+  others. avg@k, pass@k (Chen et al.'s unbiased estimator at n = k, i.e. "any of k correct") and best@k (AIME
+  only, where the paper reports it: the best of the k sample columns) are defined in `hacrl.evaluator`. (A
+  paper that uses "best@k" for the per-problem "any of k correct" means our pass@k, which is reported too.)
 
 Skipped prompts: a problem whose rendered prompt plus `max_new_tokens` exceeds the model's context
 (`max_position_embeddings`) is not generated for; it is counted in `skipped_too_long` for that agent and
@@ -33,7 +27,6 @@ import argparse
 import gc
 import json
 import logging
-import math
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hacrl.config import ConfigError
+from hacrl.evaluator import aggregate, context_limit, decode, pass_at_k, score_completions
 from hacrl.models.loading import stop_token_ids
 from hacrl.tasks.base import Problem
 
@@ -59,47 +53,6 @@ DEFAULT_BATCH_SIZE = 32
 """Sequences decoded together; bounds memory (a KV cache of batch x (prompt + max_new_tokens) positions)."""
 
 Scorer = Callable[[Sequence[Problem], Sequence[str]], list[float]]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Metrics (pure functions)
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k) (Chen et al., 2021).
-
-    Computed as a running product so large n does not overflow; with n == k it is 1.0 if c > 0 else 0.0.
-    """
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    fail = 1.0
-    for i in range(n - c + 1, n + 1):
-        fail *= 1.0 - k / i
-    return 1.0 - fail
-
-
-def aggregate(correct: Sequence[Sequence[float]], *, best: bool = False) -> dict[str, float | None]:
-    """avg@k, pass@k (and best@k when `best`) of a correctness matrix: one row per problem, k scores each.
-
-    A score counts as correct when >= 1.0 (rewards are 0/1; anything in between is partial and counts toward
-    avg@k by value but never as a pass). No rows (every prompt skipped) gives None for every metric.
-    """
-    rows = [list(map(float, r)) for r in correct]
-    out: dict[str, float | None] = {"avg_at_k": None, "pass_at_k": None}
-    if best:
-        out["best_at_k"] = None
-    if not rows:
-        return out
-    k = len(rows[0])
-    if k < 1 or any(len(r) != k for r in rows):
-        raise ValueError("aggregate: every problem needs the same number (>= 1) of scores")
-    out["avg_at_k"] = math.fsum(v for r in rows for v in r) / (len(rows) * k)
-    out["pass_at_k"] = math.fsum(pass_at_k(k, sum(v >= 1.0 for v in r), k) for r in rows) / len(rows)
-    if best:
-        out["best_at_k"] = max(math.fsum(r[j] for r in rows) / len(rows) for j in range(k))
-    return out
 
 
 def wants_best_at_k(benchmark: str) -> bool:
@@ -183,7 +136,7 @@ def load_suites(task: str, benchmarks: str | Iterable[str] | None, data_dir: str
         if benchmarks is not None:
             raise ConfigError("--benchmarks applies to --task math; the arithmetic task has one held-out split")
         from hacrl.tasks.arithmetic import ArithmeticTask
-        from hacrl.trainer import balanced_prefix
+        from hacrl.tasks.splits import balanced_prefix
 
         arithmetic = ArithmeticTask()
         problems = list(arithmetic.eval_problems())
@@ -217,15 +170,6 @@ def load_suites(task: str, benchmarks: str | Iterable[str] | None, data_dir: str
 # Generation
 
 
-def context_limit(config: Any) -> int | None:
-    """The model's position limit, or None when its config states none."""
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def _suite_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
@@ -243,45 +187,11 @@ def _display_names(specs: Sequence[str]) -> list[str]:
     return names
 
 
-@dataclass
-class _Generated:
-    texts: list[list[str]]  # per kept problem, k texts
-    truncated: int
-    completion_tokens: int
-    seconds: float
-
-
-def _generate(agent: Any, prompt_ids: list[list[int]], *, k: int, params: Any, seed: int, batch_size: int,
-              stop_ids: list[int], desc: str, progress: bool) -> _Generated:
-    """k completions per prompt, batched. Prompts are decoded longest first: batches of similar lengths waste
-    less padding, and a batch too large for the device fails in the first minute rather than at the end. The
-    order is a pure function of the inputs, so a seeded run is reproducible."""
-    from hacrl.rollout.sampler import sample
-
-    model, tokenizer = agent.model, agent.tokenizer
-    device = next(model.parameters()).device
-    generator = None if params.greedy else torch.Generator(device=device).manual_seed(seed)
-    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
-    flat = [(i, j) for i in order for j in range(k)]
-    texts: list[list[str]] = [[""] * k for _ in prompt_ids]
-    truncated = tokens = 0
-    start = time.perf_counter()
-    with tqdm(total=len(flat), desc=desc, unit="seq", disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for at in range(0, len(flat), batch_size):
-            chunk = flat[at:at + batch_size]
-            samples = sample(model, tokenizer, [prompt_ids[i] for i, _ in chunk], params, generator=generator,
-                             batch_size=batch_size, eos_token_ids=stop_ids)
-            for (i, j), s in zip(chunk, samples, strict=True):
-                texts[i][j] = s.text
-                truncated += int(s.truncated)
-                tokens += len(s.completion_ids)
-            bar.update(len(chunk))
-    return _Generated(texts, truncated, tokens, time.perf_counter() - start)
-
-
 def _evaluate_suite(agent: Any, suite: Suite, *, k: int, params: Any, seed: int, batch_size: int,
                     stop_ids: list[int], limit_ctx: int | None, progress: bool,
                     samples_out: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Decode k completions per fitting problem (hacrl.evaluator.decode) and score them (score_completions)."""
+    from hacrl.rollout.backend import InProcessBackend
     from hacrl.tasks.math import score_stats
 
     max_new = params.max_new_tokens
@@ -291,32 +201,32 @@ def _evaluate_suite(agent: Any, suite: Suite, *, k: int, params: Any, seed: int,
     if skipped:
         logger.warning("agent %s, %s: %d of %d prompts do not fit the context (%s tokens) with %d new tokens; "
                        "skipped and counted", agent.name, suite.name, skipped, len(ids), limit_ctx, max_new)
-    gen = _generate(agent, [ids[i] for i in kept], k=k, params=params, seed=_suite_seed(seed, suite.name),
-                    batch_size=batch_size, stop_ids=stop_ids, desc=f"{agent.name} {suite.name}", progress=progress)
     problems = [suite.problems[i] for i in kept]
+    backend = InProcessBackend(agent.model, agent.tokenizer, stop_ids)
+    device = next(agent.model.parameters()).device
+    start = time.perf_counter()
+    with tqdm(total=len(kept) * k, desc=f"{agent.name} {suite.name}", unit="seq", disable=not progress, leave=False,
+              dynamic_ncols=True) as bar:
+        samples = decode(backend, [ids[i] for i in kept for _ in range(k)], params,
+                         seed=_suite_seed(seed, suite.name), batch_size=batch_size, device=device,
+                         on_batch=bar.update)
+    seconds = time.perf_counter() - start
     timeouts_before = score_stats().timeouts
-    flat_scores = suite.score([p for p in problems for _ in range(k)], [t for row in gen.texts for t in row])
+    scored = score_completions(problems, samples, suite.score, k=k, best=suite.best)
     timeouts = score_stats().timeouts - timeouts_before
-    matrix = [flat_scores[r * k:(r + 1) * k] for r in range(len(problems))]
-    metrics = aggregate(matrix, best=suite.best)
-    per_kind: dict[str, float] = {}
-    for kind in sorted({p.kind for p in problems}):
-        rows = [m for m, p in zip(matrix, problems, strict=True) if p.kind == kind]
-        per_kind[kind] = math.fsum(v for r in rows for v in r) / (len(rows) * k)
-    n_seq = len(problems) * k
     if samples_out is not None:
-        for p, row, scores in zip(problems, gen.texts, matrix, strict=True):
-            for j, (text, s) in enumerate(zip(row, scores, strict=True)):
+        for i, (p, row) in enumerate(zip(problems, scored.matrix, strict=True)):
+            for j, correct in enumerate(row):
                 samples_out.append({"agent": agent.name, "benchmark": suite.name, "id": p.id, "sample": j,
-                                    "gold": p.answer, "correct": s, "completion": text})
+                                    "gold": p.answer, "correct": correct, "completion": samples[i * k + j].text})
     return {
         "agent": agent.name, "benchmark": suite.name, "problems": len(suite.problems), "scored": len(problems),
-        "skipped_too_long": skipped, "k": k, **metrics,
-        "per_kind_avg_at_k": per_kind if len(per_kind) > 1 else {},
-        "truncated_frac": gen.truncated / n_seq if n_seq else None,
-        "mean_completion_tokens": gen.completion_tokens / n_seq if n_seq else None,
+        "skipped_too_long": skipped, "k": k, **scored.metrics,
+        "per_kind_avg_at_k": scored.per_kind,
+        "truncated_frac": scored.truncated_frac,
+        "mean_completion_tokens": scored.mean_completion_tokens,
         "answer_check_timeouts": timeouts,
-        "seconds": round(gen.seconds, 3),
+        "seconds": round(seconds, 3),
     }
 
 

@@ -1,4 +1,4 @@
-"""The shared rollout pool and each learner's view of it (HACPO.md §2, §6 steps 2-5).
+"""The shared rollout pool and each learner's view of it (docs/method.md §1-§2).
 
 A `Trajectory` is tokenizer-neutral: the response is stored as TEXT (what every agent can read) plus the
 source agent's own token ids and its rollout-time log-prob (valid only for the source). `build_learner_batch`

@@ -3,13 +3,14 @@
 Why this works for HACPO: an agent's sampling and update touch only its own model; what crosses between
 agents is small and picklable (prompt strings, `Sample`s, the pool with one advantage and one omega per
 row, metric dicts). The coordinator (verification, capability tracking, advantages) stays in the driver
-and talks to the actors through the same `map(method, per-worker args)` as `SequentialExecutor`, so the
-trainer and the algorithm code are the same whichever executor runs the agents.
+and talks to the actors through the same `call(AgentWorker.method, per-worker args)` as `SequentialExecutor`
+(the method travels by reference: pickled as its qualified name), so the trainer and the algorithm code are the
+same whichever executor runs the agents.
 
 Resources. Each agent asks Ray for ``num_cpus = agent.threads or 1`` and ``num_gpus = 1`` when its
 ``device`` is CUDA (0 otherwise), and its actor sets ``torch.set_num_threads`` to the same number. One
 thread per actor is the default because two processes with two threads each on a 2-core machine measured
-erratic (median 4x slower, MEASURED.md). Under Ray an actor sees only the GPU Ray assigned it, as
+erratic (README, "Threads"). Under Ray an actor sees only the GPU Ray assigned it, as
 ``cuda:0``: a device index in the config (``cuda:1``) is ignored there; Ray picks the GPU.
 
 Local or cluster. Without an address, hacrl starts a private local Ray instance sized so that every agent's
@@ -40,8 +41,8 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 
@@ -52,12 +53,15 @@ except ImportError as _exc:  # the trainer turns this into a one-line ConfigErro
     raise ImportError(f"Ray is not installed ({_exc}); install it with: pip install 'hacrl[ray]'") from _exc
 
 from hacrl.config import AgentConfig, ConfigError
+from hacrl.executors import check_arity
 from hacrl.models.loading import ZOO_PREFIX, check_device, resolve_model_path
 from hacrl.workers import AgentWorker, WorkerSettings
 
 __all__ = ["AgentWorkerError", "RayConnectError", "RayExecutor", "agent_resources"]
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 STARTUP_WARN_SECONDS = 60.0
 """How long actor start-up may wait for resources before each warning that says what is missing."""
@@ -105,10 +109,10 @@ class _AgentActor:
         self.worker = AgentWorker(agent, settings)
         return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": agent.device}
 
-    def call(self, method: str, args: tuple[Any, ...]) -> Any:
+    def call(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         if self.worker is None:
             raise RuntimeError("the agent worker was not set up")
-        return getattr(self.worker, method)(*args)
+        return method(self.worker, *args)
 
 
 class RayExecutor:
@@ -201,14 +205,13 @@ class RayExecutor:
 
     # ---------------------------------------------------------------- the Executor protocol
 
-    def map(self, method: str, args: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Call `worker.method(*args[i])` in actor i for every i, all at once; results in worker order."""
-        if len(args) != self.n_workers:
-            raise ValueError(f"map({method!r}): {len(args)} argument tuples for {self.n_workers} workers")
+    def call(self, method: Callable[..., R], args: Sequence[tuple[Any, ...]]) -> list[R]:
+        """`method(worker_i, *args[i])` in actor i for every i, all at once; results in worker order."""
+        check_arity(method, args, self.n_workers)
         if not self._actors:
             raise RuntimeError("the Ray executor is closed")
         refs = [actor.call.remote(method, tuple(a)) for actor, a in zip(self._actors, args, strict=True)]
-        return self._gather(method, refs)
+        return self._gather(method.__name__, refs)
 
     def close(self) -> None:
         """Remove this executor's actors, then end the Ray session this executor opened: a local instance is

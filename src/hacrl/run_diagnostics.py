@@ -19,14 +19,25 @@ from typing import Any
 MEAN_OVER_STEPS: dict[str, str] = {
     "grad_norm": "grad norm (pre-clip)",
     "self/clip_frac": "self clipped",
-    "cross/zero_grad_frac": "cross outside window",
-    "cross/clip_low_frac": "cross below window",
-    "cross/clip_high_frac": "cross above window",
-    "cross/omega_mean": "omega on cross",
+    "cross/zero_grad_frac": "cross without gradient",
+    "cross/clip_low_frac": "cross below clip",
+    "cross/clip_high_frac": "cross above clip",
+    "cross/weight_mean": "cross weight",
     "zero_advantage_frac": "zero-advantage rows",
 }
 """Metrics averaged over every training step that logged them, with the label a report prints for each.
 Cross metrics are absent for single-agent algorithms; their summary is then None ("-" in a table)."""
+SHARING_PER_STEP: dict[str, str] = {
+    "share/candidates": "candidate prompts",
+    "share/kept": "kept after balancing",
+    "gate/pass_frac": "gate pass",
+    "gate/weight_mean": "gate weight",
+    "transfer/responses": "transferred responses",
+    "transfer/tokens": "transferred tokens",
+    "share/sgt_pairs": "SGT pairs",
+}
+"""Sharing diagnostics (GRAFT, SGT), averaged per step. Candidates and kept prompts are summed over the sources of
+each step (`share/from_<source>/candidates`) before averaging."""
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -56,7 +67,18 @@ def summarise_agent(records: Sequence[Mapping[str, Any]]) -> dict[str, float | N
     }
     for key in MEAN_OVER_STEPS:
         out[key] = _mean([r[key] for r in rows if key in r])
+    for key in SHARING_PER_STEP:
+        out[key] = _mean([_summed(r, key) for r in rows if _summed(r, key) is not None])
     return out
+
+
+def _summed(record: Mapping[str, Any], key: str) -> float | None:
+    """A sharing metric of one step; candidates / kept are summed over the per-source keys."""
+    if key in record:
+        return record[key]
+    prefix, _, name = key.partition("/")
+    parts = [v for k, v in record.items() if k.startswith(f"{prefix}/from_") and k.endswith(f"/{name}")]
+    return math.fsum(parts) if parts else None
 
 
 def mean_over_runs(summaries: Sequence[Mapping[str, float | None]]) -> dict[str, float | None]:
@@ -73,6 +95,19 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def sharing_table(rows: Sequence[tuple[str, Mapping[str, float | None]]]) -> list[str]:
+    """Markdown lines of one agent's sharing diagnostics (rules that logged any), per step on average."""
+    shown = [(name, d) for name, d in rows if any(d.get(k) is not None for k in SHARING_PER_STEP)]
+    if not shown:
+        return []
+    lines = ["| Method | " + " | ".join(label.capitalize() for label in SHARING_PER_STEP.values()) + " |",
+             "|---|" + "---:|" * len(SHARING_PER_STEP)]
+    for name, d in shown:
+        cells = [_fraction(d.get(k)) if k == "gate/pass_frac" else _number(d.get(k)) for k in SHARING_PER_STEP]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def diagnostics_table(rows: Sequence[tuple[str, Mapping[str, float | None]]]) -> list[str]:
     """Markdown lines of one agent's diagnostics table: one (method name, summary) row per algorithm."""
     lines = ["| Method | Train reward, first → last quarter | " + " | ".join(
@@ -80,7 +115,7 @@ def diagnostics_table(rows: Sequence[tuple[str, Mapping[str, float | None]]]) ->
         "|---|---|" + "---:|" * len(MEAN_OVER_STEPS)]
     for name, d in rows:
         reward = f"{_fraction(d.get('reward_first'))} → {_fraction(d.get('reward_last'))}"
-        cells = [_number(d.get(k)) if k in ("grad_norm", "cross/omega_mean") else _fraction(d.get(k))
+        cells = [_number(d.get(k)) if k in ("grad_norm", "cross/weight_mean") else _fraction(d.get(k))
                  for k in MEAN_OVER_STEPS]
         lines.append(f"| {name} | {reward} | " + " | ".join(cells) + " |")
     return lines

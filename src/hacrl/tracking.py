@@ -73,10 +73,6 @@ def _step_of(line: str) -> int:
     except (ValueError, AttributeError):
         return 1 << 62  # a torn last line from a killed run: drop it
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table (it reads fine in a terminal too)."""
     def cell(v: Any) -> str:

@@ -1,23 +1,24 @@
 """The coordinator of a collaborative run: the only place that knows the order of things.
 
-One step (HACPO.md §6):
-  1. draw the next prompts;                                    (DataStream)
-  2. every agent samples G_j responses per prompt;              (workers, via the executor)
-  3. every response is verified once; the reward is shared;     (task.score)
-  4. each agent's capability is updated with its own rewards;   (CapabilityTracker)
-  5. for every learner: its rows of the pool, advantages and omegas are computed here, and the learner
-     runs its mini-batches (self first, then cross) in its own worker;
-  6. metrics per agent go to JSONL / TensorBoard / the progress bar.
+One step (docs/method.md §2; `Trainer.train_step` reads in this order):
+  1. draw the next prompts;                                          (DataStream)
+  2. every agent samples G_j responses per prompt;                    (AgentWorker.generate, via the executor)
+  3. every response is verified once; the reward is shared;           (task.score)
+  4. each agent's capability is updated with its own rewards;         (CapabilityTracker)
+  5. for every learner, the objective plans its rows of the pool with their advantages and weights
+     (Objective.plan_rows), and the learner runs its mini-batches       (AgentWorker.learn -> hacrl.learner)
+  6. metrics per agent go to JSONL / TensorBoard / the progress bar.    (Tracker)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,28 @@ import torch
 from tqdm.auto import tqdm
 
 from hacrl import checkpoint as ckpt
-from hacrl.algorithms import CapabilityTracker, capability_aware_advantages, get_preset, group_advantages
+from hacrl.algorithms import CapabilityTracker
+from hacrl.algorithms.objective import Objective, resolve_objective
 from hacrl.config import ConfigError, RunConfig, dump_config
+from hacrl.evaluator import score_completions
 from hacrl.executors import Executor, SequentialExecutor
+from hacrl.learner import LearnRequest, LearnResult
 from hacrl.pool import Trajectory
 from hacrl.preflight import check_models
+from hacrl.replay import ReplayedPeer, RolloutRecorder
 from hacrl.rewards import bind_trainer_state, score_with_ids
-from hacrl.rollout.sampler import Sample, SamplingParams
+from hacrl.rollout.sampler import SamplingParams
 from hacrl.rundir import RunDir, open_run_dir
 from hacrl.tasks.base import Problem, Task
 from hacrl.tasks.registry import make_task
+from hacrl.tasks.splits import balanced_prefix
 from hacrl.tracking import Tracker, format_table
-from hacrl.workers import UpdatePlan, WorkerSettings
+from hacrl.workers import AgentWorker, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
-_RESUME_KEYS = ("agents", "algorithm", "task", "seed", "prompts_per_step", "num_generations")
+_RESUME_KEYS = ("agents", "algorithm", "task", "seed", "prompts_per_step", "num_generations", "replay")
 
 
 class ResumeError(ValueError):
@@ -77,6 +83,7 @@ class AgentTotals:
     rollouts: int = 0
     generated_tokens: int = 0
     updates: int = 0
+    trained_rows: int = 0
     sample_seconds: float = 0.0
     train_seconds: float = 0.0
 
@@ -90,7 +97,6 @@ class RunSummary:
     totals: dict[str, dict[str, float]]
     wall_seconds: float
     stopped_early: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
     eval_seconds: float = 0.0  # greedy held-out evaluation, over the whole run (wall_seconds is training steps)
     sessions: int = 1  # processes that worked on this run (1 + resumes)
 
@@ -114,6 +120,7 @@ def _fingerprint(cfg: RunConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "prompts_per_step": cfg.training.prompts_per_step,
         "num_generations": [a.num_generations or cfg.training.num_generations for a in cfg.agents],
+        "replay": [asdict(r) for r in cfg.replay],
     }
 
 
@@ -128,10 +135,11 @@ class Trainer:
         `run_dir`: the output directory already opened with those settings (the CLI opens it before torch loads).
         """
         self.cfg = cfg
-        self.preset = get_preset(cfg.algorithm.name)
         # the output directory, the lock and the model paths are checked before any data or model is loaded
         self.run_dir = run_dir or open_run_dir(cfg.output_dir, resume=resume, overwrite=overwrite, config=cfg.to_dict())
         check_models(cfg.agents)
+        t = cfg.training
+        self.objective: Objective = resolve_objective(cfg.algorithm, max_completion_length=t.max_new_tokens)
         self.task = task if task is not None else make_task(cfg.task)
         bind_trainer_state(self.task, lambda: self.step, cfg.training.steps)
         self.train_problems: list[Problem] = list(self.task.train_problems())
@@ -146,16 +154,18 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.names = [a.name for a in cfg.agents]
         self.n = len(cfg.agents)
-        t = cfg.training
-        self.generations = [(a.num_generations or t.num_generations) * self.preset.rollout_multiplier
+        self.generations = [self.objective.responses_per_prompt(a.num_generations or t.num_generations)
                             for a in cfg.agents]
         self.executor = executor or self._make_executor()
         self.train_problems = self._fitting(self.train_problems, "training", t.max_new_tokens)
         self.eval_problems = self._fitting(self.eval_problems, "evaluation",
                                            t.eval_max_new_tokens or t.max_new_tokens)
+        self._check_microbatch_budget()
         self.capability = CapabilityTracker(self.n, window=cfg.algorithm.capability_window,
                                             ratio_bounds=tuple(cfg.algorithm.ratio_bounds))  # type: ignore[arg-type]
         self.stream = DataStream(len(self.train_problems), cfg.seed)
+        self.replays = [ReplayedPeer(r, cfg.task, self.train_problems) for r in cfg.replay]
+        self.source_names = self.names + [r.name for r in self.replays]  # pool sources: agents, then replayed peers
         self.step = 0
         self.totals = {name: AgentTotals() for name in self.names}
         self.evaluations: list[dict[str, Any]] = []
@@ -170,6 +180,9 @@ class Trainer:
         (self.out / "config.yaml").write_text(dump_config(cfg))
         self.tracker = Tracker(self.out, tensorboard=cfg.logging.tensorboard,
                                resume_step=self.step if resume_from is not None else None)
+        self.recorder = (RolloutRecorder(self.out, cfg.task, self.names,
+                                         resume_step=self.step if resume_from is not None else None)
+                         if cfg.logging.record_rollouts else None)
 
     # ---------------------------------------------------------------- construction
 
@@ -177,10 +190,13 @@ class Trainer:
         t, cfg = self.cfg.training, self.cfg
         sampling = SamplingParams(temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens)
         return [
-            WorkerSettings(index=i, seed=cfg.seed, sampling=sampling, algorithm=cfg.algorithm, preset=self.preset,
-                           minibatch_size=t.minibatch_size, max_grad_norm=t.max_grad_norm,
+            WorkerSettings(index=i, seed=cfg.seed, sampling=sampling, objective=self.objective,
+                           minibatch_size=self.objective.minibatch_size(t.minibatch_size,
+                                                                        a.num_generations or t.num_generations),
+                           max_grad_norm=t.max_grad_norm,
                            max_completion_tokens=t.max_completion_tokens or 2 * t.max_new_tokens,
-                           max_nonfinite_updates=t.max_nonfinite_updates, threads=a.threads,
+                           max_nonfinite_updates=t.max_nonfinite_updates,
+                           max_tokens_per_microbatch=t.max_tokens_per_microbatch, threads=a.threads,
                            progress=cfg.logging.progress)
             for i, a in enumerate(cfg.agents)
         ]
@@ -197,7 +213,7 @@ class Trainer:
     def _fitting(self, problems: list[Problem], split: str, max_new_tokens: int) -> list[Problem]:
         """Drop (count and log) prompts that do not fit some agent's context with `max_new_tokens` to spare."""
         prompts = [p.prompt for p in problems]
-        fits = self.executor.map("prompts_that_fit", [(prompts, max_new_tokens)] * self.n)
+        fits = self.executor.call(AgentWorker.prompts_that_fit, [(prompts, max_new_tokens)] * self.n)
         keep = [all(f[i] for f in fits) for i in range(len(problems))]
         for name, f in zip(self.names, fits, strict=True):
             too_long = len(f) - sum(f)
@@ -211,13 +227,63 @@ class Trainer:
                               "lower training.max_new_tokens or use shorter prompts")
         return kept
 
+    def _check_microbatch_budget(self) -> None:
+        """Refuse a micro-batch budget smaller than the longest response a learner can meet, before training."""
+        t = self.cfg.training
+        budget = t.max_tokens_per_microbatch
+        if budget is None:
+            return
+        completion = t.max_new_tokens
+        if self.objective.shares_rollouts:
+            completion = max(completion, t.max_completion_tokens or 2 * t.max_new_tokens)
+        prompts = [p.prompt for p in self.train_problems]
+        longest = self.executor.call(AgentWorker.longest_prompt, [(prompts,)] * self.n)
+        for name, prompt_tokens in zip(self.names, longest, strict=True):
+            if prompt_tokens + completion > budget:
+                raise ConfigError(
+                    f"training.max_tokens_per_microbatch: {budget} is smaller than one response of agent {name!r}: "
+                    f"its longest training prompt has {prompt_tokens} tokens and a response up to {completion}; "
+                    f"raise it to at least {prompt_tokens + completion}")
+
     # ---------------------------------------------------------------- one step
 
-    def _sample(self, problems: list[Problem]) -> list[Trajectory]:
+    def train_step(self) -> dict[str, dict[str, float]]:
+        """One step for every agent (module docstring, steps 1-6); returns each agent's logged metrics."""
+        problems = [self.train_problems[i] for i in self.stream.take(self.cfg.training.prompts_per_step)]
+        pool, replayed = self._sample(problems)
+        if self.recorder is not None:
+            self.recorder.write(self.step + 1, pool, self.names)
+        rewards = torch.tensor([t.reward for t in pool], dtype=torch.float64)
+        groups = torch.tensor([t.prompt_index for t in pool])
+        sources = torch.tensor([t.source for t in pool])
+        live = sources < self.n
+        self.capability.update(rewards[live], sources[live])
+        plans = [self.objective.plan_rows(rewards=rewards, groups=groups, sources=sources, learner=k,
+                                          capability=self.capability, n_live=self.n,
+                                          seed=self.cfg.seed * 1_000_003 + self.step * 101 + k)
+                 for k in range(self.n)]
+        requests = [(LearnRequest(self.step, [pool[i] for i in p.indices], p.advantages, p.weights, p.supervised),)
+                    for p in plans]
+        results = self.executor.call(AgentWorker.learn, requests)
+        self.step += 1
+        return self._log_step(pool, results, [self._named(p.diagnostics) | replayed for p in plans])
+
+    def _named(self, diagnostics: dict[str, float]) -> dict[str, float]:
+        """Planning diagnostics with source indices (`share/from1/kept`) replaced by agent names."""
+        out = {}
+        for key, value in diagnostics.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[1].startswith("from") and parts[1][4:].isdigit():
+                key = f"{parts[0]}/from_{self.source_names[int(parts[1][4:])]}/{parts[2]}"
+            out[key] = value
+        return out
+
+    def _sample(self, problems: list[Problem]) -> tuple[list[Trajectory], dict[str, float]]:
+        """Every agent's responses to `problems` and any replayed peer's recorded ones, each verified once
+        (steps 2-3); with per-peer counts of matched responses and of problems its record lacks."""
         prompts = [p.prompt for p in problems]
-        results: list[tuple[list[Sample], float]] = self.executor.map(
-            "generate", [(prompts, g) for g in self.generations])
-        flat: list[tuple[int, int, Sample]] = []  # (agent, prompt index, sample)
+        results = self.executor.call(AgentWorker.generate, [(prompts, g) for g in self.generations])
+        flat = []  # (agent, prompt index, sample)
         for agent, (samples, seconds) in enumerate(results):
             g = self.generations[agent]
             totals = self.totals[self.names[agent]]
@@ -225,53 +291,33 @@ class Trainer:
             totals.rollouts += len(samples)
             totals.generated_tokens += sum(len(s.completion_ids) for s in samples)
             flat += [(agent, k // g, s) for k, s in enumerate(samples)]
-        rewards = score_with_ids(self.task, [problems[q] for _, q, _ in flat], [s.text for _, _, s in flat],
-                                 [s.completion_ids for _, _, s in flat])
-        return [Trajectory.from_sample(s, prompt_index=q, problem_id=problems[q].id, prompt=problems[q].prompt,
+        replayed: list[Trajectory] = []
+        counts: dict[str, float] = {}
+        for i, peer in enumerate(self.replays):
+            rows, missing = peer.trajectories(problems, self.step + 1, source=self.n + i)
+            replayed += rows
+            counts |= {f"replay/{peer.name}/responses": float(len(rows)),
+                       f"replay/{peer.name}/missing_problems": float(missing)}
+        rewards = score_with_ids(self.task,
+                                 [problems[q] for _, q, _ in flat] + [problems[t.prompt_index] for t in replayed],
+                                 [s.text for _, _, s in flat] + [t.completion for t in replayed],
+                                 [s.completion_ids for _, _, s in flat] + [t.completion_ids for t in replayed])
+        live = [Trajectory.from_sample(s, prompt_index=q, problem_id=problems[q].id, prompt=problems[q].prompt,
                                        source=agent, reward=r, kind=problems[q].kind)
-                for (agent, q, s), r in zip(flat, rewards, strict=True)]
+                for (agent, q, s), r in zip(flat, rewards[:len(flat)], strict=True)]
+        peers = [dataclasses.replace(t, reward=float(r)) for t, r in zip(replayed, rewards[len(flat):], strict=True)]
+        return live + peers, counts
 
-    def _plans(self, pool: list[Trajectory]) -> list[UpdatePlan]:
-        algo = self.cfg.algorithm
-        rewards = torch.tensor([t.reward for t in pool], dtype=torch.float64)
-        groups = torch.tensor([t.prompt_index for t in pool])
-        sources = torch.tensor([t.source for t in pool])
-        plans = []
-        joint = group_advantages(rewards, groups, eps=algo.advantage_eps) if self.preset.advantage == "joint" else None
-        for k in range(self.n):
-            if not self.preset.shares_rollouts:
-                own = (sources == k).nonzero().flatten()
-                adv = group_advantages(rewards[own], groups[own], eps=algo.advantage_eps)
-                plans.append(UpdatePlan(self.step, [pool[i] for i in own.tolist()], adv.tolist(),
-                                        [1.0] * len(own)))
-                continue
-            if self.preset.advantage == "capability":
-                adv = capability_aware_advantages(
-                    rewards, groups, sources, k, self.capability.capabilities(),
-                    ratio_bounds=tuple(algo.ratio_bounds), max_reward=algo.max_reward,  # type: ignore[arg-type]
-                    eps=algo.advantage_eps)
-            else:
-                assert joint is not None
-                adv = joint
-            omegas = self.capability.ratios_for(sources, k)
-            plans.append(UpdatePlan(self.step, pool, adv.tolist(), omegas.tolist()))
-        return plans
-
-    def train_step(self) -> dict[str, dict[str, float]]:
-        problems = [self.train_problems[i] for i in self.stream.take(self.cfg.training.prompts_per_step)]
-        pool = self._sample(problems)
-        sources = torch.tensor([t.source for t in pool])
-        rewards = torch.tensor([t.reward for t in pool], dtype=torch.float64)
-        self.capability.update(rewards, sources)
+    def _log_step(self, pool: list[Trajectory], results: list[LearnResult],
+                  planning: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         caps = self.capability.capabilities()
-        results = self.executor.map("update", [(plan,) for plan in self._plans(pool)])
-        self.step += 1
         metrics: dict[str, dict[str, float]] = {}
-        for k, name in enumerate(self.names):
+        for k, (name, result) in enumerate(zip(self.names, results, strict=True)):
             own = [t for t in pool if t.source == k]
             totals = self.totals[name]
-            totals.train_seconds += results[k]["train_seconds"]
-            totals.updates += int(results[k]["updates"])
+            totals.train_seconds += result.train_seconds
+            totals.updates += result.stats.updates
+            totals.trained_rows += result.trained_rows
             lengths = [len(t.completion_ids) for t in own]
             m = {
                 "reward": sum(t.reward for t in own) / len(own),
@@ -283,7 +329,8 @@ class Trainer:
                 "truncated_frac": sum(t.truncated for t in own) / len(own),
                 "rollouts_total": float(totals.rollouts),
                 "generated_tokens_total": float(totals.generated_tokens),
-                **results[k],
+                **result.metrics(),
+                **planning[k],
             }
             metrics[name] = m
             self.tracker.log("train", self.step, name, m)
@@ -292,19 +339,16 @@ class Trainer:
     # ---------------------------------------------------------------- evaluation
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        """Greedy accuracy of every agent on the held-out split, overall and per problem kind."""
+        """Greedy accuracy of every agent on the held-out split, overall and per problem kind (hacrl.evaluator)."""
         start = time.perf_counter()
         max_new = self.cfg.training.eval_max_new_tokens or self.cfg.training.max_new_tokens
         prompts = [p.prompt for p in self.eval_problems]
-        texts = self.executor.map("greedy", [(prompts, max_new)] * self.n)
+        params = SamplingParams(max_new_tokens=max_new, greedy=True)
+        completions = self.executor.call(AgentWorker.complete, [(prompts, params, 0)] * self.n)
         out: dict[str, dict[str, float]] = {}
-        for name, completions in zip(self.names, texts, strict=True):
-            scores = self.task.score(self.eval_problems, completions)
-            result = {"accuracy": sum(scores) / len(scores)}
-            for kind in sorted({p.kind for p in self.eval_problems}):
-                ks = [s for s, p in zip(scores, self.eval_problems, strict=True) if p.kind == kind]
-                if len({p.kind for p in self.eval_problems}) > 1:
-                    result[kind] = sum(ks) / len(ks)
+        for name, samples in zip(self.names, completions, strict=True):
+            scored = score_completions(self.eval_problems, samples, self.task.score)
+            result = {"accuracy": float(scored.accuracy or 0.0), **scored.per_kind}
             out[name] = result
             totals = self.totals[name]
             self.tracker.log("eval", self.step, name, {**result, "rollouts_total": float(totals.rollouts),
@@ -318,7 +362,7 @@ class Trainer:
 
     def save(self) -> Path:
         def write(tmp: Path) -> None:
-            self.executor.map("save", [(str(tmp / "agents" / name),) for name in self.names])
+            self.executor.call(AgentWorker.save, [(str(tmp / "agents" / name),) for name in self.names])
             state = {
                 "format": 1, "step": self.step, "data_position": self.stream.position,
                 "capability": self.capability.state_dict(), "fingerprint": _fingerprint(self.cfg),
@@ -338,7 +382,7 @@ class Trainer:
         if diffs:
             raise ResumeError(f"cannot resume from {str(path)!r}: it was written by a different run configuration ("
                               + "; ".join(diffs) + "). Use a new output_dir to start a different run.")
-        self.executor.map("load", [(str(path / "agents" / name),) for name in self.names])
+        self.executor.call(AgentWorker.load, [(str(path / "agents" / name),) for name in self.names])
         self.step = int(state["step"])
         self.stream.position = int(state["data_position"])
         self.capability.load_state_dict(state["capability"])
@@ -407,20 +451,6 @@ class Trainer:
             self.executor.close()
         finally:
             self.run_dir.release()
-
-
-def balanced_prefix(problems: list[Problem], limit: int) -> list[Problem]:
-    """The first `limit` problems taken round-robin over kinds, so a quick evaluation still covers every kind."""
-    by_kind: dict[str, list[Problem]] = {}
-    for p in problems:
-        by_kind.setdefault(p.kind, []).append(p)
-    out: list[Problem] = []
-    queues = [list(reversed(v)) for v in by_kind.values()]
-    while len(out) < limit and any(queues):
-        for queue in queues:
-            if queue and len(out) < limit:
-                out.append(queue.pop())
-    return out
 
 
 def _accuracies(evaluation: dict[str, Any]) -> dict[str, float]:

@@ -1,42 +1,36 @@
-"""One agent's worker: its model, tokenizer, optimizer and sampling RNG, and nothing of any other agent.
+"""One agent's worker: its model, tokenizer, optimizer, rollout backend and RNG, and nothing of any other agent.
 
-A worker samples (`generate`), evaluates (`greedy`) and learns from the shared pool (`update`). Only small,
-picklable things cross its boundary: prompt strings in; `Sample`s out; the pool of `Trajectory`s with one
-advantage and one omega per row in; a dict of metrics out. That is what lets the same class run in-process
-(`SequentialExecutor`) or as a remote actor (a parallel executor) without touching the algorithm code.
+A worker samples (`generate`), decodes for evaluation (`complete`) and learns from its share of the shared pool
+(`learn`, delegated to `hacrl.learner.Learner`). Only small, picklable things cross its boundary: prompt strings
+in, `Sample`s out; a `LearnRequest` (rows with one advantage and one weight each) in, a `LearnResult` out. That is
+what lets the same class run in-process (`SequentialExecutor`) or as a remote actor (`RayExecutor`): the
+coordinator calls worker methods by reference (`executor.call(AgentWorker.learn, ...)`), never by name.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from hacrl.algorithms import grpo_loss, gspo_loss, hacpo_loss, kl_penalty
-from hacrl.algorithms.presets import AlgorithmPreset
-from hacrl.config import AgentConfig, AlgorithmConfig
+from hacrl.algorithms.objective import Objective
+from hacrl.config import AgentConfig
+from hacrl.learner import Learner, LearnRequest, LearnResult, NonFiniteUpdateError
 from hacrl.models.loading import LoadedAgent, load_agent, stop_token_ids
-from hacrl.pool import LearnerBatch, Trajectory, build_learner_batch
 from hacrl.rollout.backend import InProcessBackend, RolloutBackend
-from hacrl.rollout.logprobs import completion_logps
 from hacrl.rollout.sampler import Sample, SamplingParams
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["AgentWorker", "NonFiniteUpdateError", "WorkerSettings"]
+
 OPTIMIZER_FILE = "optimizer.pt"
 WORKER_STATE_FILE = "worker_state.pt"
-
-
-class NonFiniteUpdateError(RuntimeError):
-    """Too many consecutive updates with NaN/inf loss or gradient: the run is diverging."""
 
 
 @dataclass(frozen=True)
@@ -46,33 +40,15 @@ class WorkerSettings:
     index: int
     seed: int
     sampling: SamplingParams
-    algorithm: AlgorithmConfig
-    preset: AlgorithmPreset
+    objective: Objective
     minibatch_size: int
     max_grad_norm: float
     max_completion_tokens: int
     max_nonfinite_updates: int
+    max_tokens_per_microbatch: int | None = None
     eval_batch_size: int = 128
     threads: int | None = None
     progress: bool = True
-
-
-@dataclass
-class UpdatePlan:
-    """What the coordinator sends a learner for one step: the rows it learns from, with their advantages
-    and omega^(src, learner) weights (HACPO.md §4.1-4.2), computed once in the coordinator."""
-
-    step: int
-    pool: list[Trajectory]
-    advantages: list[float]
-    omegas: list[float]
-
-
-def _eps(algorithm: AlgorithmConfig, loss: str) -> tuple[float, float]:
-    default = (0.2, 0.28) if loss == "grpo" else (3e-4, 4e-4)
-    low = algorithm.eps_low if algorithm.eps_low is not None else default[0]
-    high = algorithm.eps_high if algorithm.eps_high is not None else default[1]
-    return low, high
 
 
 class AgentWorker:
@@ -97,20 +73,17 @@ class AgentWorker:
         self.device = torch.device(agent.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=agent.lr, weight_decay=agent.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed * 1000 + settings.index)
-        self.reference = None
-        if settings.algorithm.beta > 0:
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_total = 0
+        objective = settings.objective
+        reference = copy.deepcopy(self.model).eval().requires_grad_(False) if objective.kl_beta > 0 else None
+        self.learner = Learner(
+            name=agent.name, index=settings.index, seed=settings.seed, model=self.model, optimizer=self.optimizer,
+            objective=objective, minibatch_size=settings.minibatch_size, max_grad_norm=settings.max_grad_norm,
+            max_completion_tokens=settings.max_completion_tokens,
+            max_nonfinite_updates=settings.max_nonfinite_updates, temperature=settings.sampling.temperature,
+            max_tokens_per_microbatch=settings.max_tokens_per_microbatch,
+            gradient_checkpointing=agent.gradient_checkpointing, on_update=self.backend.sync_weights,
+            reference=reference)
         self._prompt_cache: dict[str, list[int]] = {}
-
-    # ---------------------------------------------------------------- info
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.config.name, "model": self.config.model, "path": str(self.agent.path),
-                "parameters": sum(p.numel() for p in self.model.parameters()),
-                "model_type": self.model.config.model_type, "vocab_size": len(self.agent.tokenizer),
-                "template": self.agent.template.plain or "chat template"}
 
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self._prompt_cache.get(prompt)
@@ -127,20 +100,20 @@ class AgentWorker:
         samples = self.backend.generate(ids, self.settings.sampling, generator=self.generator)
         return samples, time.perf_counter() - start
 
-    def greedy(self, prompts: list[str], max_new_tokens: int) -> list[str]:
-        params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True)
+    def complete(self, prompts: list[str], params: SamplingParams, seed: int) -> list[Sample]:
+        """One completion per prompt for evaluation (greedy, or sampled from a generator seeded with `seed`);
+        leaves the training RNG untouched. See `hacrl.evaluator`."""
+        from hacrl.evaluator import decode
+
         ids = [self.encode_prompt(p) for p in prompts]
-        samples = self.backend.generate(ids, params, batch_size=self.settings.eval_batch_size)
-        return [s.text for s in samples]
+        return decode(self.backend, ids, params, seed=seed, batch_size=self.settings.eval_batch_size,
+                      device=self.device)
 
     def context_limit(self) -> int | None:
         """The model's position limit (None when the config has none, e.g. rotary models without a cap)."""
-        config = self.model.config
-        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            value = getattr(config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        from hacrl.evaluator import context_limit
+
+        return context_limit(self.model.config)
 
     def prompts_that_fit(self, prompts: list[str], max_new_tokens: int) -> list[bool]:
         """Whether each rendered prompt plus `max_new_tokens` fits in this model's context."""
@@ -149,171 +122,15 @@ class AgentWorker:
             return [True] * len(prompts)
         return [len(self.encode_prompt(p)) + max_new_tokens <= limit for p in prompts]
 
+    def longest_prompt(self, prompts: list[str]) -> int:
+        """Tokens of the longest rendered prompt (for the micro-batch budget check before training)."""
+        return max(len(self.encode_prompt(p)) for p in prompts)
+
     # ---------------------------------------------------------------- learning
 
-    def _minibatches(self, batch: LearnerBatch, step: int) -> list[list[int]]:
-        """Fixed-size mini-batches in responses; self rows first, then cross (HACPO.md §6), or shuffled."""
-        size = self.settings.minibatch_size
-        if self.settings.algorithm.minibatch_order == "shuffle":
-            gen = torch.Generator().manual_seed(self.settings.seed * 7919 + step * 31 + self.index)
-            order = torch.randperm(len(batch), generator=gen).tolist()
-        else:
-            is_self = batch.is_self.tolist()
-            order = [i for i in range(len(batch)) if is_self[i]] + [i for i in range(len(batch)) if not is_self[i]]
-        return [order[i:i + size] for i in range(0, len(order), size)]
-
-    def _loss(self, logps: Tensor, mb: LearnerBatch, adv: Tensor, omegas: Tensor, m: int,
-              old_token_logps: Tensor | None) -> tuple[Tensor, dict[str, float]]:
-        preset, algo = self.settings.preset, self.settings.algorithm
-        mask = mb.completion_mask
-        eps_low, eps_high = _eps(algo, preset.loss)
-        if preset.loss == "grpo":
-            assert old_token_logps is not None
-            return grpo_loss(logps, mask, old_token_logps, adv, eps_low=eps_low, eps_high=eps_high,
-                             loss_type=algo.loss_type, max_completion_length=self.settings.sampling.max_new_tokens)
-        if preset.loss == "gspo":
-            return gspo_loss(logps, mask, mb.source_logps, adv, eps_low=eps_low, eps_high=eps_high)
-        alpha = preset.alpha if preset.alpha is not None else algo.alpha
-        return hacpo_loss(
-            logps, mask, mb.source_logps, adv, mb.is_self, omegas if preset.omega_in_loss else torch.ones_like(omegas),
-            m, eps_low=eps_low, eps_high=eps_high, alpha=alpha, delta=algo.delta,
-            delta_step=algo.delta_step if preset.stepwise else 0.0, clip_cross=preset.clip_cross,
-        )
-
-    def update(self, plan: UpdatePlan) -> dict[str, float]:
-        """One epoch over this learner's batch of the pool; returns step metrics (means over mini-batches)."""
-        start = time.perf_counter()
-        temperature = self.settings.sampling.temperature
-        batch, stats = build_learner_batch(plan.pool, self.index, self.agent.tokenizer, self.encode_prompt,
-                                           max_completion_tokens=self.settings.max_completion_tokens)
-        batch = batch.to(self.device)
-        rows = torch.tensor(batch.rows, dtype=torch.long)
-        advantages = torch.tensor(plan.advantages, dtype=torch.float32)[rows].to(self.device)
-        omegas = torch.tensor(plan.omegas, dtype=torch.float32)[rows].to(self.device)
-        minibatches = [self._live_rows(idx, advantages, batch) for idx in self._minibatches(batch, plan.step)]
-        old: list[Tensor | None] = [None] * len(minibatches)
-        if self.settings.preset.loss == "grpo":  # token-level ratios need per-token old log-probs
-            with torch.no_grad():
-                old = [completion_logps(self.model, mb.input_ids, mb.attention_mask, mb.completion_mask,
-                                        temperature=temperature) if live else None
-                       for mb, live in ((batch.select(live), live) for live, _ in minibatches)]
-        if self.config.gradient_checkpointing:
-            # transformers only checkpoints activations in train mode; hacrl's models run without dropout
-            # (set it to 0 in the model config), so train mode changes nothing else.
-            self.model.train()
-        try:
-            return self._run_minibatches(plan, batch, stats, minibatches, old, advantages, omegas, start)
-        finally:
-            self.model.eval()
-
-    def _live_rows(self, idx: list[int], advantages: Tensor, batch: LearnerBatch) -> tuple[list[int], float]:
-        """The rows of a mini-batch that can carry gradient, and the factor that keeps the loss's scale.
-
-        Every objective here multiplies each response's term by its advantage, so a row with A = 0 adds
-        exactly zero to the gradient; skipping its forward and backward pass changes nothing but the cost
-        (measured: 38% of rows, 1.6x faster steps). The loss over the live rows is rescaled to the
-        mini-batch's normaliser: rows for per-response means, completion tokens for token means (GRPO's
-        bnpo/dapo). With a KL penalty every row has a gradient, so nothing is skipped.
-        """
-        if self.reference is not None:
-            return idx, 1.0
-        live = [i for i in idx if float(advantages[i]) != 0.0]
-        if not live or len(live) == len(idx):
-            return live, 1.0
-        if self.settings.preset.loss == "grpo" and self.settings.algorithm.loss_type in ("bnpo", "dapo"):
-            lengths = batch.completion_lengths
-            return live, float(lengths[live].sum()) / float(lengths[idx].sum())
-        return live, len(live) / len(idx)
-
-    def _zero_gradient_step(self) -> float:
-        """A mini-batch whose every advantage is 0 has an all-zero gradient; AdamW still steps on it (momentum
-        and weight decay move the weights), exactly as the full computation would."""
-        for p in self.model.parameters():
-            p.grad = torch.zeros_like(p)
-        self.optimizer.step()
-        self.backend.sync_weights()
-        return 0.0
-
-    def _run_minibatches(self, plan: UpdatePlan, batch: LearnerBatch, stats: Any,
-                         minibatches: list[tuple[list[int], float]], old: list[Tensor | None], advantages: Tensor,
-                         omegas: Tensor, start: float) -> dict[str, float]:
-        temperature = self.settings.sampling.temperature
-        sums: dict[str, float] = defaultdict(float)
-        counts: dict[str, int] = defaultdict(int)
-        skipped = 0
-        lower_bounds: list[float] = []
-        live_rows = sum(len(live) for live, _ in minibatches)
-        for m, (idx, scale) in enumerate(minibatches):
-            if not idx:
-                self._zero_gradient_step()
-                continue
-            mb = batch.select(idx)
-            index = torch.as_tensor(idx, device=self.device)
-            logps = completion_logps(self.model, mb.input_ids, mb.attention_mask, mb.completion_mask,
-                                     temperature=temperature)
-            if not bool(torch.isfinite(logps.detach()[mb.completion_mask]).all()):
-                skipped += self._skip_update(plan.step, m, "NaN/inf log-probs")
-                continue
-            loss, metrics = self._loss(logps, mb, advantages[index], omegas[index], m, old[m])
-            if scale != 1.0:
-                loss = loss * scale
-                metrics["loss"] = float(loss.detach())
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref = completion_logps(self.reference, mb.input_ids, mb.attention_mask, mb.completion_mask,
-                                           temperature=temperature)
-                kl = kl_penalty(logps, ref, mb.completion_mask).mean()
-                loss = loss + self.settings.algorithm.beta * kl
-                metrics["kl"] = float(kl.detach())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm))
-            if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
-                self.optimizer.zero_grad(set_to_none=True)
-                skipped += self._skip_update(plan.step, m, f"loss {float(loss.detach())}, grad norm {grad_norm}")
-                continue
-            self.optimizer.step()
-            self.backend.sync_weights()
-            self.nonfinite_in_a_row = 0
-            metrics["grad_norm"] = grad_norm
-            lower = metrics.pop("cross/lower_bound", None)
-            if lower is not None and metrics.get("cross/count", 0) > 0:
-                lower_bounds.append(lower)
-            for key, value in metrics.items():
-                if key.endswith("_min"):
-                    sums[key] = min(sums.get(key, value), value)
-                elif key.endswith("_max"):
-                    sums[key] = max(sums.get(key, value), value)
-                else:
-                    sums[key] += value
-                counts[key] += 1
-        # counts add up; extremes stay extremes; everything else is a mean over mini-batches
-        out = {key: sums[key] if key.endswith(("_min", "_max", "/count")) else sums[key] / counts[key]
-               for key in sums}
-        if lower_bounds:  # the stepwise cross bound over this step's cross mini-batches (HACPO.md §4.4)
-            out["cross/lower_bound_first"], out["cross/lower_bound_last"] = lower_bounds[0], lower_bounds[-1]
-        out.update({
-            "updates": float(len(minibatches) - skipped), "skipped_updates": float(skipped),
-            "train_seconds": time.perf_counter() - start,
-            "adv/self_mean": _masked_mean(advantages, batch.is_self),
-            "adv/cross_mean": _masked_mean(advantages, ~batch.is_self),
-            "adv/abs_mean": float(advantages.abs().mean()) if len(advantages) else 0.0,
-            "zero_advantage_frac": 1.0 - live_rows / max(len(batch), 1),
-        })
-        out.update({f"retokenize/{k}": v for k, v in stats.as_dict().items()})
-        return out
-
-    def _skip_update(self, step: int, m: int, why: str) -> int:
-        self.nonfinite_in_a_row += 1
-        self.nonfinite_total += 1
-        logger.warning("agent %s step %d update %d skipped: %s (%d in a row)", self.config.name, step, m, why,
-                       self.nonfinite_in_a_row)
-        if self.nonfinite_in_a_row >= self.settings.max_nonfinite_updates:
-            raise NonFiniteUpdateError(
-                f"agent {self.config.name!r}: {self.nonfinite_in_a_row} consecutive updates had NaN/inf loss or "
-                f"gradients (last: {why}); lower the learning rate or check the rewards. Stopping."
-            )
-        return 1
+    def learn(self, request: LearnRequest) -> LearnResult:
+        """One epoch over this learner's rows of the pool (see `hacrl.learner`)."""
+        return self.learner.learn(request, self.agent.tokenizer, self.encode_prompt)
 
     # ---------------------------------------------------------------- state
 
@@ -328,7 +145,7 @@ class AgentWorker:
 
             (out / "hacrl_agent.json").write_text(json.dumps(self.agent.meta, indent=2))
         torch.save(self.optimizer.state_dict(), out / OPTIMIZER_FILE)
-        torch.save({"generator": self.generator.get_state(), "nonfinite_total": self.nonfinite_total},
+        torch.save({"generator": self.generator.get_state(), "nonfinite_total": self.learner.nonfinite_total},
                    out / WORKER_STATE_FILE)
 
     def load(self, directory: str) -> None:
@@ -356,7 +173,7 @@ class AgentWorker:
             self.optimizer.load_state_dict(load_tensors(src / OPTIMIZER_FILE, map_location=self.device))
             worker_state = load_tensors(src / WORKER_STATE_FILE)
             self.generator.set_state(worker_state["generator"])
-            self.nonfinite_total = int(worker_state["nonfinite_total"])
+            self.learner.nonfinite_total = int(worker_state["nonfinite_total"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             if isinstance(exc, CheckpointError):
                 raise
@@ -364,10 +181,6 @@ class AgentWorker:
                                   f"{self.config.name!r} ({type(exc).__name__}: {exc}); resume from another "
                                   "checkpoint") from exc
 
-    def parameters_fingerprint(self) -> float:
-        """A cheap scalar summary of the weights (tests compare runs with it before exact comparisons)."""
-        with torch.no_grad():
-            return float(sum(p.double().sum() for p in self.model.parameters()))
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -378,7 +191,3 @@ def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-def _masked_mean(values: Tensor, mask: Tensor) -> float:
-    return float(values[mask].mean()) if bool(mask.any()) else 0.0

@@ -1,4 +1,4 @@
-"""Pure tensor math of HACPO and its baselines: no models, no I/O (see docs/algorithms.md).
+"""Pure tensor math of HACPO and its baselines: no models, no I/O (see docs/method.md and docs/algorithms.md).
 
 The names below are imported lazily (PEP 562), so `hacrl.algorithms.presets` and `hacrl.algorithms.names`
 (plain data) can be imported without torch: `hacrl.config` validates a run configuration with them before
@@ -21,9 +21,14 @@ _HOME = {
     "hacpo_loss": "losses",
     "kl_penalty": "losses",
     "sequence_logps": "losses",
+    "Objective": "objective",
+    "resolve_objective": "objective",
     "PRESETS": "presets",
-    "AlgorithmPreset": "presets",
+    "Preset": "presets",
     "get_preset": "presets",
+    "LossStats": "stats",
+    "RatioStats": "stats",
+    "UpdateStats": "stats",
 }
 
 __all__ = sorted(_HOME)

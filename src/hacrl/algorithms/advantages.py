@@ -1,4 +1,4 @@
-"""Advantage estimators (HACPO.md §4.1 and §7).
+"""Advantage estimators (docs/method.md §1 and §3.1).
 
 * `group_advantages`: the group-relative advantage of GRPO/GSPO, `(r - mean_q) / (std_q + eps)`.
   Over a learner's own responses it is the single-agent baseline; over the joint group of all agents it
@@ -56,7 +56,7 @@ class _GroupStats:
 
 
 def group_advantages(rewards: Tensor, groups: Tensor, *, scale: bool = True, eps: float = 1e-6) -> Tensor:
-    """A_i = (r_i - mean_{g(i)}) / (std_{g(i)} + eps)   (GRPO eq. / HACPO.md §7 "group mean/std").
+    """A_i = (r_i - mean_{g(i)}) / (std_{g(i)} + eps)   (GRPO; docs/method.md §1).
 
     With `scale=False` only the mean is subtracted (Dr. GRPO style). A single-response group gets 0.
     """
@@ -79,7 +79,7 @@ def capability_aware_baseline(
     ratio_bounds: tuple[float, float] = (0.1, 10.0),
     max_reward: float = 1.0,
 ) -> Tensor:
-    """mu^(k)(q) for every group q, with both guards of HACPO.md §4.1 (returns [Q]).
+    """mu^(k)(q) for every group q, with both guards of docs/method.md §3.1 (returns [Q]).
 
         omega_i = clip(Phat[k] / Phat[src(i)], ratio_bounds)   (eq. 7; exactly 1 for self)
         mu(q)   = (1 / N_q) * sum_{i in Y(q)} omega_i * r_i      (eq. 6)

@@ -1,4 +1,4 @@
-"""Rolling capability estimate per agent (HACPO.md §3; paper eq. 5).
+"""Rolling capability estimate per agent (docs/method.md §3.2; paper eq. 5).
 
 The capability of agent j at step t is its mean reward on its *own* responses of that step; the
 smoothed capability Phat is the mean of the last K of those values, including the current step, floored
@@ -23,7 +23,7 @@ class CapabilityTracker:
     """Window-mean capability of `n_agents` agents and their clipped ratios.
 
     `ratio(source, learner)` is `Phat[source] / Phat[learner]` clipped to `ratio_bounds`: the weight
-    omega^(j,k) of a cross response from `source` in `learner`'s objective (HACPO.md §4.2). The baseline's
+    omega^(j,k) of a cross response from `source` in `learner`'s objective (docs/method.md §3.3). The baseline's
     weight omega^(k,j) is the same function with the arguments swapped.
     """
 

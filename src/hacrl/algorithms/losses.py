@@ -1,10 +1,10 @@
-"""Policy-gradient objectives: GRPO (token ratio), GSPO (sequence ratio) and HACPO (HACPO.md §4.3-§5).
+"""Policy-gradient objectives: GRPO (token ratio), GSPO (sequence ratio) and HACPO (docs/method.md §1, §3.4-3.6).
 
-All three take the learner's per-token log-probs `logps [B, T]` (with grad) and a `mask [B, T]` of
-response tokens, and return `(loss, metrics)` where `loss` is the scalar to minimise and `metrics` a
-flat dict of floats explaining it (ratios and clip fractions next to the loss, as in CleanRL).
+All three take tensors by keyword: the learner's per-token log-probs `logps [B, T]` (with grad), a `mask [B, T]`
+of response tokens and per-response inputs; they return `(loss, stats)` where `loss` is the scalar to minimise
+and `stats` a `LossStats` explaining it (ratios and clip counts next to the loss, as in CleanRL).
 
-Sequence-level ratios are length-normalised in each tokenizer's own space (HACPO.md §2):
+Sequence-level ratios are length-normalised in each tokenizer's own space (docs/method.md §1):
 
     s_i = exp( mean_t logp_k(y_t | q, y_<t)  -  logp_src_i )                 (paper eq. 11, GSPO)
 
@@ -13,6 +13,7 @@ which makes a response re-tokenised by another agent comparable to one the learn
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -20,8 +21,8 @@ from torch import Tensor
 
 from hacrl.algorithms._checks import as_1d, finite, float_1d, non_negative
 from hacrl.algorithms.names import GRPO_LOSS_TYPES
+from hacrl.algorithms.stats import LossStats, RatioStats
 
-Metrics = dict[str, float]
 GRPOLossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 
 
@@ -49,14 +50,6 @@ def sequence_logps(logps: Tensor, mask: Tensor) -> Tensor:
     return masked.sum(dim=1) / mask.sum(dim=1).to(logps.dtype)
 
 
-def _ratio_stats(prefix: str, ratio: Tensor) -> Metrics:
-    if ratio.numel() == 0:
-        return {f"{prefix}/count": 0.0}
-    r = ratio.detach().double()
-    return {f"{prefix}/count": float(r.numel()), f"{prefix}/ratio_mean": float(r.mean()),
-            f"{prefix}/ratio_min": float(r.min()), f"{prefix}/ratio_max": float(r.max())}
-
-
 def _clipped_surrogate(ratio: Tensor, advantages: Tensor, low: float, high: float) -> tuple[Tensor, Tensor]:
     """min(ratio * A, clip(ratio, low, high) * A) and the mask of entries whose gradient the clip removed."""
     unclipped = ratio * advantages
@@ -66,7 +59,7 @@ def _clipped_surrogate(ratio: Tensor, advantages: Tensor, low: float, high: floa
 
 
 def cross_lower_bound(update_index: int, delta: float = 0.2, delta_step: float = 0.025) -> float:
-    """lower_m = min(1, 1 - delta + m * delta_step)   (stepwise clipping, HACPO.md §4.4; paper eq. 12)."""
+    """lower_m = min(1, 1 - delta + m * delta_step)   (stepwise clipping, docs/method.md §3.5; paper eq. 12)."""
     if isinstance(update_index, bool) or not isinstance(update_index, int) or update_index < 0:
         raise ValueError(f"update_index must be a non-negative integer, got {update_index!r}")
     if not 0.0 <= delta <= 1.0:
@@ -76,6 +69,7 @@ def cross_lower_bound(update_index: int, delta: float = 0.2, delta_step: float =
 
 
 def hacpo_loss(
+    *,
     logps: Tensor,
     mask: Tensor,
     source_logps: Tensor,
@@ -83,15 +77,14 @@ def hacpo_loss(
     is_self: Tensor,
     omegas: Tensor,
     update_index: int,
-    *,
     eps_low: float = 3e-4,
     eps_high: float = 4e-4,
     alpha: float = 1.0,
     delta: float = 0.2,
     delta_step: float = 0.025,
     clip_cross: bool = True,
-) -> tuple[Tensor, Metrics]:
-    """HACPO objective of one mini-batch for one learner (HACPO.md §5; paper eq. 10-13).
+) -> tuple[Tensor, LossStats]:
+    """HACPO objective of one mini-batch for one learner (docs/method.md §3.6; paper eq. 10-13).
 
         s_i        = exp(seq_logp_i - source_logps_i)
         self:  J_i = min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i)                  (GSPO)
@@ -131,24 +124,17 @@ def hacpo_loss(
     loss = -objective.mean()
 
     cross = ~is_self
-    cross_ratio = ratio[cross].detach()
-    metrics: Metrics = {"loss": float(loss.detach()), "cross/lower_bound": lower}
-    metrics.update(_ratio_stats("self", ratio[is_self]))
-    metrics.update(_ratio_stats("cross", cross_ratio))
-    if bool(is_self.any()):
-        self_ratio = ratio[is_self].detach()
-        outside = (self_ratio < 1.0 - eps_low) | (self_ratio > 1.0 + eps_high)
-        metrics["self/clip_frac"] = float(outside.double().mean())
-        metrics["self/zero_grad_frac"] = float(self_zero[is_self].double().mean())
-    if bool(cross.any()):
-        below, above = cross_ratio < lower, cross_ratio > 1.0
-        clipped_low = float(below.double().mean()) if clip_cross else 0.0
-        clipped_high = float(above.double().mean()) if clip_cross else 0.0
-        metrics["cross/clip_low_frac"] = clipped_low
-        metrics["cross/clip_high_frac"] = clipped_high
-        metrics["cross/zero_grad_frac"] = clipped_low + clipped_high
-        metrics["cross/omega_mean"] = float(omegas[cross].double().mean())
-    return loss, metrics
+    r = ratio.detach()
+    cross_ratio = r[cross]
+    # without the cross clip nothing is clipped: an interval of (-inf, inf) counts nothing outside it
+    low, high = (lower, 1.0) if clip_cross else (-math.inf, math.inf)
+    stats = LossStats(
+        loss=float(loss.detach()), lower_bound=lower,
+        self=RatioStats.of(r[is_self], low=1.0 - eps_low, high=1.0 + eps_high, zero_grad=self_zero[is_self]),
+        cross=RatioStats.of(cross_ratio, low=low, high=high, zero_grad=(cross_ratio < low) | (cross_ratio > high),
+                            weights=omegas[cross]),
+    )
+    return loss, stats
 
 
 def _old_sequence_logps(old_logps: Tensor, mask: Tensor, b: int) -> Tensor:
@@ -159,20 +145,22 @@ def _old_sequence_logps(old_logps: Tensor, mask: Tensor, b: int) -> Tensor:
 
 
 def gspo_loss(
+    *,
     logps: Tensor,
     mask: Tensor,
     old_logps: Tensor,
     advantages: Tensor,
-    *,
     eps_low: float = 3e-4,
     eps_high: float = 4e-4,
-) -> tuple[Tensor, Metrics]:
-    """GSPO: sequence-level, length-normalised ratio with PPO clipping (HACPO.md §7; GSPO paper eq. 5-7).
+    weights: Tensor | None = None,
+) -> tuple[Tensor, LossStats]:
+    """GSPO: sequence-level, length-normalised ratio with PPO clipping (docs/method.md §1; GSPO paper eq. 5-7).
 
-        s_i = exp(seq_logp_i - old_seq_logp_i);  loss = -mean_i min(s_i A_i, clip(s_i, 1-eps_low, 1+eps_high) A_i)
+        s_i = exp(seq_logp_i - old_seq_logp_i);  loss = -mean_i w_i min(s_i A_i, clip(s_i, 1-eps_low, 1+eps_high) A_i)
 
     `old_logps` is [B] (length-normalised) or [B, T] per-token; for the Naive baseline it is the source's
-    rollout log-prob of every pooled response (cross responses treated exactly like self ones).
+    rollout log-prob of every pooled response (cross responses treated exactly like self ones). `weights`
+    (default 1): GRAFT's sequence-level ablation weights transferred responses by their compatibility.
     """
     seq = sequence_logps(logps, mask)
     b = seq.shape[0]
@@ -183,35 +171,39 @@ def gspo_loss(
     non_negative("eps_high", eps_high)
     ratio = torch.exp(seq - old)
     objective, zero_grad = _clipped_surrogate(ratio, advantages, 1.0 - eps_low, 1.0 + eps_high)
+    if weights is not None:
+        objective = objective * float_1d("weights", weights, length=b).to(seq.dtype)
     loss = -objective.mean()
-    r = ratio.detach()
-    metrics: Metrics = {"loss": float(loss.detach())}
-    metrics.update(_ratio_stats("self", r))
-    metrics["self/clip_frac"] = float(((r < 1.0 - eps_low) | (r > 1.0 + eps_high)).double().mean())
-    metrics["self/zero_grad_frac"] = float(zero_grad.double().mean())
-    return loss, metrics
+    return loss, LossStats(loss=float(loss.detach()), self=RatioStats.of(
+        ratio, low=1.0 - eps_low, high=1.0 + eps_high, zero_grad=zero_grad, weights=weights))
 
 
 def grpo_loss(
+    *,
     logps: Tensor,
     mask: Tensor,
     old_logps: Tensor,
     advantages: Tensor,
-    *,
     eps_low: float = 0.2,
     eps_high: float = 0.28,
     loss_type: GRPOLossType = "dapo",
     max_completion_length: int | None = None,
-) -> tuple[Tensor, Metrics]:
-    """GRPO with DAPO clip-higher: token-level ratio r_t = exp(logp_t - old_logp_t) (HACPO.md §7).
+    weights: Tensor | None = None,
+    is_self: Tensor | None = None,
+) -> tuple[Tensor, LossStats]:
+    """GRPO with DAPO clip-higher: token-level ratio r_t = exp(logp_t - old_logp_t) (docs/method.md §1).
 
-        J_t = min(r_t A_i, clip(r_t, 1 - eps_low, 1 + eps_high) A_i)
+        J_t = w_i * min(r_t A_i, clip(r_t, 1 - eps_low, 1 + eps_high) A_i)
 
     Aggregation (`loss_type`, names as in TRL):
       * "grpo":    mean over each response's tokens, then mean over responses;
       * "bnpo" / "dapo": mean over all response tokens of the batch (token-mean; identical here because
         hacrl normalises per learner mini-batch, with no cross-process token count);
       * "dr_grpo": sum over tokens / (B * max_completion_length).
+
+    `weights` (per response, default 1) scale each response's terms: GRAFT's compatibility weight on transferred
+    responses (docs/method.md §4.1, whose objective is exactly this with loss_type "dapo"). `is_self` (per response)
+    only splits the ratio statistics into the learner's own tokens and transferred ones.
     """
     logps, mask = _check_token_inputs(logps, mask)
     if not isinstance(old_logps, Tensor) or old_logps.shape != logps.shape:
@@ -226,6 +218,10 @@ def grpo_loss(
     if not 0.0 <= eps_low < 1.0:
         raise ValueError(f"eps_low must be in [0, 1), got {eps_low}")
     non_negative("eps_high", eps_high)
+    if weights is not None:
+        weights = float_1d("weights", weights, length=b)
+        if bool((weights < 0).any()):
+            raise ValueError("weights must be >= 0")
     old = torch.where(mask, old_logps.detach(), torch.zeros_like(logps))
     finite("old_logps", old)
     new = torch.where(mask, logps, torch.zeros_like(logps))
@@ -234,21 +230,34 @@ def grpo_loss(
                                               1.0 - eps_low, 1.0 + eps_high)
     fmask = mask.to(logps.dtype)
     per_token = objective * fmask
+    if weights is not None:
+        per_token = per_token * weights.to(logps.dtype)[:, None]
     if loss_type == "grpo":
         loss = -(per_token.sum(1) / fmask.sum(1)).mean()
     elif loss_type == "dr_grpo":
         loss = -per_token.sum() / (b * float(max_completion_length or 1))
     else:
         loss = -per_token.sum() / fmask.sum()
-    r = ratio.detach()[mask]
-    metrics: Metrics = {"loss": float(loss.detach())}
-    metrics.update(_ratio_stats("self", r))
-    metrics["self/clip_frac"] = float(((r < 1.0 - eps_low) | (r > 1.0 + eps_high)).double().mean())
-    metrics["self/zero_grad_frac"] = float(zero_grad[mask].double().mean())
-    return loss, metrics
+    own = mask if is_self is None else mask & as_1d("is_self", is_self, length=b).bool()[:, None]
+    peer = mask & ~own
+    token_weights = None if weights is None else weights[:, None].expand_as(ratio)
+    low, high = 1.0 - eps_low, 1.0 + eps_high
+    return loss, LossStats(
+        loss=float(loss.detach()),
+        self=RatioStats.of(ratio[own], low=low, high=high, zero_grad=zero_grad[own],
+                           weights=None if token_weights is None else token_weights[own]),
+        cross=RatioStats.of(ratio[peer], low=low, high=high, zero_grad=zero_grad[peer],
+                            weights=None if token_weights is None else token_weights[peer]))
 
 
-def kl_penalty(logps: Tensor, ref_logps: Tensor, mask: Tensor) -> Tensor:
+def nll_loss(*, logps: Tensor, mask: Tensor) -> Tensor:
+    """Token-mean negative log-likelihood of the masked tokens: SGT's supervised term (docs/method.md §4.2)."""
+    logps, mask = _check_token_inputs(logps, mask)
+    fmask = mask.to(logps.dtype)
+    return -(torch.where(mask, logps, torch.zeros_like(logps)) * fmask).sum() / fmask.sum()
+
+
+def kl_penalty(*, logps: Tensor, ref_logps: Tensor, mask: Tensor) -> Tensor:
     """Per-response mean of the k3 estimator exp(ref - logp) - (ref - logp) - 1 >= 0 (as in TRL/verl).
 
     Optional KL to a frozen reference (`beta`, default 0 as in the paper); returns [B].

@@ -1,7 +1,7 @@
 """Tokenizers for the built-in tiny agents, built locally (no hub).
 
 Two deliberately different tokenizers so the zoo exercises HACPO's "heterogeneous model" case
-(HACPO.md §1): a character tokenizer (one token per printable ASCII character) and a byte-level BPE
+(docs/method.md §1): a character tokenizer (one token per printable ASCII character) and a byte-level BPE
 tokenizer trained on the task's own text. Both are real `tokenizers` objects wrapped in
 `PreTrainedTokenizerFast`, saved and loaded in Hugging Face format like any hub tokenizer, so the code
 path that serves them also serves real models.

@@ -3,7 +3,7 @@
 This is the single source of truth for "log pi(y_t | prefix)": the trainer calls it (with grad) to get
 `logp_k(theta)`, and the sampler's tests compare the sampler's rollout-time log-probs against it. If the two
 disagreed, every importance ratio `exp(logp_k - logp_src)` of a self response would start away from 1 and
-GSPO's tight clip (3e-4 / 4e-4, HACPO.md §5) would discard it.
+GSPO's tight clip (3e-4 / 4e-4, docs/method.md §3.6) would discard it.
 
 Conventions (shared with `hacrl.rollout.sampler` and `hacrl.pool`):
 
@@ -158,7 +158,7 @@ def completion_logps(
 
 
 def masked_mean(values: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
-    """Mean of `values` over `mask` along `dim` (the length-normalised log-prob of HACPO.md §2).
+    """Mean of `values` over `mask` along `dim` (the length-normalised log-prob of docs/method.md §1).
 
     A row with an empty mask gives 0 rather than NaN, so one degenerate row cannot poison a batch.
     """

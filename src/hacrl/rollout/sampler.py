@@ -4,7 +4,8 @@ Why not `model.generate`: HACPO needs, for every sampled token, `log pi_old(y_t 
 (untruncated, temperature-scaled) distribution — the quantity the trainer recomputes with
 `hacrl.rollout.logprobs.token_logps` — and `generate`'s `output_scores` returns processed (top-p-filtered)
 scores. A hand-written loop also pins the padding conventions the trainer relies on (left padding, explicit
-position ids; see `hacrl.rollout.logprobs`) and costs about the same on small models (MEASURED.md).
+position ids; see `hacrl.rollout.logprobs`) and costs about the same on small models (docs/results/performance.md,
+the sampler section).
 
 Cache handling works with transformers 4.46+ and 5.x: the prefill call is made with `use_cache=True` and no
 cache, and the cache object the model returns is passed back on every later call together with the full 2-D
@@ -87,7 +88,7 @@ class Sample:
 
     @property
     def mean_logp(self) -> float:
-        """Length-normalised log-prob (HACPO.md §2 `logp_src`); 0.0 for an empty completion."""
+        """Length-normalised log-prob (docs/method.md §1, the rollout log-prob); 0.0 for an empty completion."""
         if not self.token_logps:
             return 0.0
         return math.fsum(self.token_logps) / len(self.token_logps)

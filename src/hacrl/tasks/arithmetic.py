@@ -2,7 +2,7 @@
 
 Why this task: it needs no download, its verifier is exact and cheap, and it has two *kinds* of problem
 that need different skills, so two tiny agents warm-started on different mixes are complementary — the
-setting in which HACPO's cross-agent learning should pay off (HACPO.md §1).
+setting in which HACPO's cross-agent learning should pay off (docs/method.md §1).
 
 * ``add``: a chain of ``+``/``-`` on ``add_digits``-digit numbers, by default four 1-digit operands,
   e.g. ``7+8-3+9=``. Worked solution: one line per operation carrying the running value,
@@ -13,7 +13,7 @@ setting in which HACPO's cross-agent learning should pay off (HACPO.md §1).
 
 Responses are short worked solutions (tens of tokens) rather than bare numbers on purpose: with a bare
 3-token answer a learner's length-normalised probability of its partner's correct answer is far below the
-cross-agent clip (MEASURED.md), whereas in a worked solution most tokens are shared format and easy steps,
+cross-agent clip, whereas in a worked solution most tokens are shared format and easy steps,
 so a partner's solution is plausible enough to be learned from.
 
 The verifier reads only the final answer: the LAST ``Answer:`` in the completion must be followed by an

@@ -2,7 +2,7 @@
 
 A task is all the trainer knows about the problem domain. It hands out problems (a training stream and a
 fixed held-out split) and scores completions. Scoring happens once per response in the coordinator, so
-the reward is shared by every learner (HACPO.md §6 step 3).
+the reward is shared by every learner (docs/method.md §2, step 3).
 """
 
 from __future__ import annotations

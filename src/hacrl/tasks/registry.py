@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 from hacrl.config import ConfigError, TaskConfig
 from hacrl.rewards import load_reward_function, reward_specs
-from hacrl.tasks.base import FixedSplits, FunctionRewardTask, Problem, Task
+from hacrl.tasks.base import FunctionRewardTask, Task
+from hacrl.tasks.splits import HeldOutHalf
 
 __all__ = ["TASK_NAMES", "HeldOutHalf", "load_reward_function", "make_task"]
 
@@ -26,36 +26,15 @@ def make_task(cfg: TaskConfig) -> Task:
                  for i, spec in enumerate(specs)]  # imported first: a typo fails before any data is read
     task = _base_task(cfg)
     if cfg.eval_split != "test":
-        task = HeldOutHalf(task, cfg.eval_split)
+        try:
+            task = HeldOutHalf(task, cfg.eval_split)
+        except ValueError as exc:
+            raise ConfigError(f"task.eval_split: {exc}") from exc
     if not functions:
         return task
     return FunctionRewardTask(f"{task.name}+{'+'.join(specs)}", task.train_problems(), task.eval_problems(),
                               functions, weights=cfg.reward_weights, labels=specs,
                               max_error_rate=cfg.max_reward_error_rate)
-
-
-class HeldOutHalf(FixedSplits):
-    """One half of a task's held-out split, balanced over problem kinds.
-
-    `validation` is every other held-out problem of each kind; `test-holdout` is the rest. Tune
-    hyperparameters on `validation` and report on `test-holdout`: both are unseen in training (and by the
-    zoo's warm start, which draws only from the training problems), and neither informs the other.
-    """
-
-    def __init__(self, task: Task, half: str) -> None:
-        by_kind: dict[str, list[Problem]] = {}
-        for p in task.eval_problems():
-            by_kind.setdefault(p.kind, []).append(p)
-        parity = 0 if half == "validation" else 1
-        chosen = {p.id for ps in by_kind.values() for i, p in enumerate(ps) if i % 2 == parity}
-        evaluation = [p for p in task.eval_problems() if p.id in chosen]
-        if not evaluation:
-            raise ConfigError(f"task.eval_split: {half!r} is empty: the held-out split has too few problems")
-        super().__init__(f"{task.name}[{half}]", task.train_problems(), evaluation)
-        self._task = task
-
-    def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
-        return self._task.score(problems, completions)
 
 
 def _base_task(cfg: TaskConfig) -> Task:

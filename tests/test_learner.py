@@ -1,0 +1,64 @@
+"""The learner's named pieces: mini-batch order, the zero-advantage skip, the all-zero AdamW step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hacrl.learner import MiniBatch, layout_minibatches, live_rows, zero_gradient_step
+
+
+def test_minibatch_layouts() -> None:
+    is_self = [False, True, False, True, True]
+    # own rows 1, 3, 4 then peer rows 0, 2; self_first chunks across the boundary, peer_last keeps them apart
+    assert layout_minibatches(is_self, order="self_first", size=2, seed=0) == [[1, 3], [4, 0], [2]]
+    assert layout_minibatches(is_self, order="peer_last", size=2, seed=0) == [[1, 3], [4], [0, 2]]
+    assert layout_minibatches(is_self, order="peer_first", size=2, seed=0) == [[0, 2], [1, 3], [4]]
+    shuffled = layout_minibatches(is_self, order="shuffle", size=5, seed=7)
+    assert sorted(shuffled[0]) == [0, 1, 2, 3, 4]
+    assert shuffled == layout_minibatches(is_self, order="shuffle", size=5, seed=7)  # seeded
+
+
+def test_live_rows_rescale_to_the_minibatch_normaliser() -> None:
+    advantages = torch.tensor([0.0, 1.5, 0.0, -2.0])
+    lengths = torch.tensor([10, 3, 5, 2])
+    # responses: 2 of 4 rows live -> mean over live rows * 2/4
+    assert live_rows([0, 1, 2, 3], advantages, lengths, "responses") == MiniBatch([0, 1, 2, 3], [1, 3], 0.5)
+    # tokens: live rows hold 3 + 2 of the 20 completion tokens -> token mean over live rows * 5/20
+    assert live_rows([0, 1, 2, 3], advantages, lengths, "tokens") == MiniBatch([0, 1, 2, 3], [1, 3], 0.25)
+    assert live_rows([1, 3], advantages, lengths, "tokens") == MiniBatch([1, 3], [1, 3], 1.0)
+    assert live_rows([0, 2], advantages, lengths, "responses") == MiniBatch([0, 2], [], 1.0)
+    # a supervised row (SGT) is always live and stays out of the policy normaliser: 1 of 3 policy rows is live
+    supervised = torch.tensor([False, False, False, True])
+    assert live_rows([0, 1, 2, 3], advantages, lengths, "responses", supervised) == MiniBatch([0, 1, 2, 3], [1, 3],
+                                                                                              1 / 3)
+    assert live_rows([0, 3], advantages, lengths, "tokens", supervised) == MiniBatch([0, 3], [3], 1.0)
+
+
+def test_zero_gradient_step_is_adamw_on_a_zero_gradient() -> None:
+    """With momentum from an earlier step and weight decay, a zero-gradient AdamW step still moves the weights,
+    exactly as computing the (all-zero) loss would."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    twin = torch.nn.Linear(3, 2)
+    twin.load_state_dict(model.state_dict())
+    opts = [torch.optim.AdamW(m.parameters(), lr=0.1, weight_decay=0.1) for m in (model, twin)]
+    x = torch.randn(4, 3)
+    for m, opt in zip((model, twin), opts, strict=True):  # one ordinary step to give AdamW momentum
+        m(x).sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    zero_gradient_step(model, opts[0])
+    (twin(x) * 0.0).sum().backward()  # the full computation: a loss that is exactly zero
+    opts[1].step()
+    for p, q, b in zip(model.parameters(), twin.parameters(), before, strict=True):
+        assert torch.equal(p, q)
+        assert not torch.equal(p, b)
+
+
+@pytest.mark.parametrize("order", ["self_first", "peer_last", "peer_first", "shuffle"])
+@pytest.mark.parametrize("size", [1, 4, 10])
+def test_layouts_cover_every_row_once(order: str, size: int) -> None:
+    chunks = layout_minibatches([i % 3 == 0 for i in range(9)], order=order, size=size, seed=1)
+    assert sorted(i for c in chunks for i in c) == list(range(9)) and all(len(c) <= size for c in chunks)
