@@ -1,6 +1,6 @@
 """Write the two stand-in Hugging Face checkpoints (Qwen2- and Llama-3-style, random weights) to OUT_DIR.
 
-    python benchmarks/make_standins.py OUT_DIR [--size tiny|small] [--seed 0] [--data-dir DIR]
+    python benchmarks/make_standins.py OUT_DIR [--size tiny|small|medium] [--seed 0] [--data-dir DIR]
 
 OUT_DIR/qwen2 and OUT_DIR/llama are ordinary model directories (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json, chat_template.jinja, generation_config.json). Their byte-level BPE tokenizers are
@@ -21,7 +21,7 @@ from hacrl.models.standins import STANDIN_META_FILE, build_standin_pair
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
-    parser.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    parser.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="directory with math_train.jsonl (tokenizer corpus)")
     args = parser.parse_args()

@@ -78,6 +78,7 @@ def test_preset_validates_with_standins(path: Path, standins: dict[str, Path],
     assert (t.temperature, t.top_p) == (1.0, 1.0)
     for agent in cfg.agents:
         assert (agent.lr, agent.device, agent.dtype) == (1e-6, "cuda", "auto")  # auto = bfloat16 on cuda
+        assert (agent.rollout.backend, agent.rollout.enable_sleep_mode) == ("vllm", True)
     assert cfg.executor == "sequential"
     assert (cfg.task.name, cfg.task.options) == ("math", {"train": "math_train", "eval": "math500"})
     assert len({a.name for a in cfg.agents}) == 2
@@ -86,8 +87,12 @@ def test_preset_validates_with_standins(path: Path, standins: dict[str, Path],
 def test_cpu_override_recipe(standins: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     path = PAPER / "qwen3-4b-base_llama3.2-3b-instruct.yaml"
     _point_env_at_standins(path, standins, monkeypatch)
-    cfg = _load(path, ["agents.0.device=cpu", "agents.1.device=cpu", "training.steps=2"])
+    moved = ["agents.0.device=cpu", "agents.1.device=cpu", "training.steps=2"]
+    with pytest.raises(ConfigError, match=r"agents\[0\].rollout.gpu_memory_utilization: a CUDA-only setting"):
+        _load(path, moved)
+    cfg = _load(path, [*moved, "agents.0.rollout={backend: vllm}", "agents.1.rollout={backend: vllm}"])
     assert [a.device for a in cfg.agents] == ["cpu", "cpu"] and cfg.training.steps == 2
+    assert [a.rollout.backend for a in cfg.agents] == ["vllm", "vllm"]
 
 
 def test_missing_variable_names_field_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,13 +149,15 @@ def test_standin_smoke_config_validates(standins: dict[str, Path], monkeypatch: 
 
 
 def test_paper_preset_trains_on_cpu_with_standins(standins: dict[str, Path], tmp_path: Path) -> None:
-    """The README's CPU recipe: a paper preset, models swapped for stand-ins and sizes shrunk with --set."""
+    """The README's CPU recipe: a paper preset, models swapped for stand-ins and sizes shrunk with --set (here on
+    the in-process sampler: the tiny stand-ins' head size is 16; tests/test_vllm_paper.py runs it on vLLM)."""
     data = _shipped_data()
     if data is None:
         pytest.skip("math benchmark data not found (../shared/data/math next to the repo, or $HACRL_MATH_DATA)")
     sets = [
         f"agents.0.model={standins['qwen2']}", f"agents.1.model={standins['llama']}",
-        "agents.0.device=cpu", "agents.1.device=cpu", "training.steps=1", "training.prompts_per_step=2",
+        "agents.0.device=cpu", "agents.1.device=cpu", "agents.0.rollout={backend: inprocess}",
+        "agents.1.rollout={backend: inprocess}", "training.steps=1", "training.prompts_per_step=2",
         "training.num_generations=2", "training.minibatch_size=4", "training.max_new_tokens=16",
         "training.eval_max_new_tokens=16", "training.eval_limit=2", f"task.options.data_dir={data}",
         "task.options.max_train=16", f"output_dir={tmp_path / 'run'}", "logging.tensorboard=false",

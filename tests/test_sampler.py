@@ -104,6 +104,8 @@ def _fresh_logps(model: torch.nn.Module, samples: list[Sample], temperature: flo
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"max_new_tokens": 2.5}, "max_new_tokens"),
         ({"greedy": 1}, "greedy"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_k": 2.0}, "top_k"),
     ],
 )
 def test_sampling_params_validation_names_the_field(kwargs: dict, field: str) -> None:
@@ -217,6 +219,26 @@ def test_tiny_top_p_behaves_like_greedy(model: torch.nn.Module) -> None:
     for g, n in zip(greedy, nucleus, strict=True):
         torch.testing.assert_close(torch.tensor(n.token_logps), torch.tensor(g.token_logps), atol=1e-6, rtol=0)
         assert max(n.token_logps) < -1e-3
+
+
+def test_top_k_samples_among_the_k_most_likely_and_records_full_logprobs(model: torch.nn.Module) -> None:
+    assert SamplingParams(top_k=None).top_k == 0 and not SamplingParams(top_k=0).truncates
+    greedy = sample(model, TOKENIZER, PROMPTS, SamplingParams(greedy=True, max_new_tokens=16))
+    top1 = sample(model, TOKENIZER, PROMPTS, SamplingParams(top_k=1, max_new_tokens=16),
+                  generator=torch.Generator().manual_seed(3))
+    assert [s.completion_ids for s in top1] == [s.completion_ids for s in greedy]
+    top3 = sample(model, TOKENIZER, PROMPTS, SamplingParams(top_k=3, temperature=1.5, max_new_tokens=16),
+                  generator=torch.Generator().manual_seed(4))
+    assert len({tuple(s.completion_ids) for s in top3}) > 1
+    with torch.no_grad():
+        for s in top3:
+            ids = torch.tensor([s.prompt_ids + s.completion_ids])
+            logits = model(input_ids=ids).logits[0, len(s.prompt_ids) - 1:-1].float()
+            third = torch.topk(logits, 3, dim=-1).values[:, -1]
+            picked = logits.gather(-1, ids[0, len(s.prompt_ids):, None]).squeeze(-1)
+            assert bool((picked >= third).all()), "a token outside the top 3 was sampled"
+            full = torch.log_softmax(logits / 1.5, dim=-1).gather(-1, ids[0, len(s.prompt_ids):, None]).squeeze(-1)
+            torch.testing.assert_close(torch.tensor(s.token_logps), full, atol=1e-5, rtol=0)
 
 
 def test_restores_training_mode(model: torch.nn.Module) -> None:

@@ -10,6 +10,7 @@ docs/results/performance.json (the headline ratios plus every benchmark's full r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -30,6 +31,9 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name: (full args, quic
     "flops": (["--steps", "10"], ["--steps", "2", "--warmup", "1"]),
     "vs_trl": (["--steps", "16", "--warmup", "2"], ["--steps", "3", "--warmup", "1"]),
     "agent_scaling": (["--rounds", "6", "--warmup", "1"], ["--rounds", "1", "--warmup", "1", "--max-agents", "2"]),
+}
+OPTIONAL: dict[str, tuple[str, tuple[list[str], list[str]]]] = {  # name: (module it needs, (full, quick args))
+    "vllm_rollout": ("vllm", (["--repeats", "7"], ["--repeats", "1"])),
 }
 
 
@@ -88,8 +92,8 @@ def report(results: dict[str, Any], start_machine: dict[str, Any], quick: bool) 
         "Every benchmark therefore measures its alternatives in ONE process with interleaved repetitions "
         "(A, B, A, B, ...) and reports medians and ratios; absolute times are inflated by the load, ratios much less.",
         "" if not quick else "\n**QUICK RUN (`--quick`): too few repetitions to quote.**",
-        "Command: `python benchmarks/throughput/run_all.py` (runs the four scripts below one after the other, "
-        "each in its own process, and writes this file and performance.json).",
+        "Command: `python benchmarks/throughput/run_all.py` (runs the scripts below one after the other, section 5 "
+        "only when vLLM is installed, each in its own process, and writes this file and performance.json).",
         "",
         "## Targets",
         "",
@@ -262,12 +266,46 @@ def report(results: dict[str, Any], start_machine: dict[str, Any], quick: bool) 
         "why the two frameworks, which run the same kernels, end up close in section 1.",
         "",
     ]
+    if "vllm_rollout" in results:
+        lines += vllm_section(results["vllm_rollout"])
+        headline["vllm_vs_inprocess_rollout_ratio"] = {
+            k: m["vllm_vs_inprocess_paired"] for k, m in results["vllm_rollout"]["models"].items()}
     full = {**headline, "targets": {
         "vs_trl_throughput_ratio_min": VS_TRL_TARGET, "vs_trl_met": vs["throughput_ratio_tokens"] >= VS_TRL_TARGET,
         "ray_vs_inprocess_wall_ratio_2_agents_max": RAY_TARGET, "ray_met": ray2 <= RAY_TARGET,
         "sublinear_in_n_while_n_le_cores_met": all(sublinear.values())},
         "quick": quick, "machine_at_start": start_machine, "benchmarks": results}
     return "\n".join(lines), full
+
+
+def vllm_section(vr: dict[str, Any]) -> list[str]:
+    """Section 5: rollout tokens/s of the vLLM backend vs the in-process sampler (vllm_rollout.py)."""
+    m = vr["machine"]
+    lines = [
+        "## 5. Rollouts: vLLM backend vs in-process sampler",
+        "",
+        f"`{shown(vr['command'])}` ({m['date_utc']}, {m['cpu']}, {m['cores']} cores, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v != "not installed")
+        + f"; load average {m['load_average_1_5_15']} at the start)",
+        "",
+        "Same agent, prompts and settings for every candidate: fixed-length decoding (no stop token), temperature 1, "
+        "per-token log-probs recorded, `Sample`s returned, 1 torch thread; `inprocess` is hacrl's KV-cache sampler on "
+        "the training model, `vllm` the vLLM backend with its weights in place, `vllm+push` the same after "
+        "`sync_weights()` (the in-place weight push and prefix-cache reset a training step pays once per generate). "
+        f"{vr['settings']['repeats']} interleaved repetitions (inprocess, vllm, vllm+push, inprocess, ...), medians; "
+        "the ratios are medians of per-round ratios (robust to the machine's load changing during the run).",
+        "",
+        "| model | rows x new tokens | inprocess tokens/s | vllm tokens/s | vllm+push tokens/s | vllm / inprocess "
+        "| vllm+push / inprocess | weight push s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in vr["models"].values():
+        t = r["tokens_per_second"]
+        lines.append(f"| {r['model']} | {r['rows']} x {r['new_tokens']} | {t['inprocess']:.0f} | {t['vllm']:.0f} | "
+                     f"{t['vllm+push']:.0f} | **{fmt(r['vllm_vs_inprocess_paired'])}x** | "
+                     f"{fmt(r['vllm_with_push_vs_inprocess_paired'])}x | {fmt(r['push_seconds_mean'], 3)} |")
+    lines += [""]
+    return lines
 
 
 def main() -> None:
@@ -277,16 +315,19 @@ def main() -> None:
     parser.add_argument("--from-dir", default=None,
                         help="rebuild the report from the JSON files a previous run left in this directory")
     args = parser.parse_args()
+    benchmarks = dict(BENCHMARKS)
+    benchmarks.update({name: argv for name, (module, argv) in OPTIONAL.items() if importlib.util.find_spec(module)})
     if args.from_dir:
         work = Path(args.from_dir)
-        results = {name: dict(json.loads((work / f"{name}.json").read_text())) for name in BENCHMARKS}
+        results = {name: dict(json.loads((work / f"{name}.json").read_text())) for name in benchmarks
+                   if (work / f"{name}.json").is_file()}
         start_machine = json.loads((work / "machine.json").read_text())
     else:
         start_machine = machine("trl", "ray")
         work = Path(tempfile.mkdtemp(prefix="hacrl-bench-"))
         (work / "machine.json").write_text(json.dumps(start_machine))
         results = {name: run(name, quick if args.quick else full, work)
-                   for name, (full, quick) in BENCHMARKS.items()}
+                   for name, (full, quick) in benchmarks.items()}
     text, data = report(results, start_machine, args.quick)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

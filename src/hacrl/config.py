@@ -25,6 +25,31 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the field."""
 
 
+ROLLOUT_BACKENDS = ("inprocess", "vllm")
+VLLM_ONLY_FIELDS = ("gpu_memory_utilization", "max_num_seqs", "enforce_eager", "kv_cache_memory_bytes",
+                    "max_model_len", "enable_sleep_mode")
+
+
+@dataclass
+class RolloutConfig:
+    """Where an agent's responses come from (docs/vllm.md).
+
+    `inprocess`: the training model itself samples (nothing to synchronise). `vllm`: a vLLM engine in the
+    agent's own process samples and gets the learner's weights pushed in place before each generate. The other
+    fields are vLLM's own engine arguments under vLLM's names; None leaves the choice to hacrl's per-device
+    default (CPU: eager mode and a 256 MiB KV cache; CUDA: vLLM's defaults). Sleep mode is off unless asked
+    for, and a no-op (noted once in the log) on a CPU.
+    """
+
+    backend: Literal["inprocess", "vllm"] = "inprocess"
+    gpu_memory_utilization: float | None = None  # CUDA only: fraction of the GPU this engine may use
+    max_num_seqs: int | None = None  # sequences decoded at once (vLLM's continuous batch)
+    enforce_eager: bool | None = None  # None: True on CPU (no compilation), False on CUDA (CUDA graphs)
+    kv_cache_memory_bytes: int | None = None  # explicit KV-cache size; None: 256 MiB on CPU, vLLM's on CUDA
+    max_model_len: int | None = None  # None: the model's own context length
+    enable_sleep_mode: bool | None = None  # CUDA: free the engines' GPU memory while the agents train
+
+
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 """Accepted `agents[i].dtype` values (auto: bf16 on CUDA, fp32 on CPU)."""
 
@@ -46,6 +71,7 @@ class AgentConfig:
     gradient_checkpointing: bool = False
     num_generations: int | None = None  # per-agent G_j (docs/method.md §1); None = training.num_generations
     threads: int | None = None  # torch threads for this agent's worker (Ray executor); None = executor default
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 @dataclass
@@ -94,6 +120,7 @@ class TrainingConfig:
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int | None = 0  # 0 or None: off
     max_grad_norm: float = 1.0
     max_completion_tokens: int | None = None  # cap for re-tokenised cross responses; None = 2 x max_new_tokens
     # Split each mini-batch into micro-batches of at most this many tokens (prompt + completion per response) and
@@ -261,6 +288,7 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"agents[{i}].num_generations: must be >= 1, got {agent.num_generations}")
         if agent.threads is not None and agent.threads < 1:
             raise ConfigError(f"agents[{i}].threads: must be >= 1, got {agent.threads}")
+        _validate_rollout(cfg, i)
         if agent.dtype not in DTYPE_NAMES:
             raise ConfigError(f"agents[{i}].dtype: {agent.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
     if not is_known(cfg.algorithm.name):
@@ -302,6 +330,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"training.temperature: must be > 0, got {t.temperature}")
     if not 0 < t.top_p <= 1:
         raise ConfigError(f"training.top_p: must be in (0, 1], got {t.top_p}")
+    if t.top_k is not None and t.top_k < 0:
+        raise ConfigError(f"training.top_k: must be >= 0 (0 or null: off), got {t.top_k}")
     values = cfg.to_dict()
     for dotted in _POSITIVE_INTS:
         value: Any = values
@@ -371,6 +401,44 @@ def _validate_rewards(task: TaskConfig) -> None:
             raise ConfigError(f"task.reward_weights: {bad[0]} is not a finite number")
     if not 0 <= task.max_reward_error_rate <= 1:
         raise ConfigError(f"task.max_reward_error_rate: must be in [0, 1], got {task.max_reward_error_rate}")
+
+
+def _validate_rollout(cfg: RunConfig, i: int) -> None:
+    """What can be checked without loading anything: ranges, CUDA-only settings on a CPU agent, vLLM settings
+    on the in-process backend, and sampling settings whose log-probs vLLM cannot report (docs/vllm.md)."""
+    agent, where = cfg.agents[i], f"agents[{i}].rollout"
+    r = agent.rollout
+    if r.backend != "vllm":
+        used = [name for name in VLLM_ONLY_FIELDS if getattr(r, name) is not None]
+        if used:
+            raise ConfigError(f"{where}.{used[0]}: only used by the vllm backend, but {where}.backend is "
+                              f"{r.backend!r}; remove it or set backend: vllm")
+        return
+    on_cuda = agent.device.startswith("cuda")
+    if r.gpu_memory_utilization is not None and not 0 < r.gpu_memory_utilization <= 1:
+        raise ConfigError(f"{where}.gpu_memory_utilization: must be in (0, 1], got {r.gpu_memory_utilization}")
+    for name in ("max_num_seqs", "kv_cache_memory_bytes"):
+        value = getattr(r, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{where}.{name}: must be >= 1, got {value}")
+    if r.max_model_len is not None and r.max_model_len < 2:
+        raise ConfigError(f"{where}.max_model_len: must be >= 2 (a prompt token and a new one), got "
+                          f"{r.max_model_len}")
+    if not on_cuda:
+        if r.gpu_memory_utilization is not None:  # vLLM would read it as a fraction of the machine's RAM
+            raise ConfigError(f"{where}.gpu_memory_utilization: a CUDA-only setting, but agents[{i}].device is "
+                              f"{agent.device!r} (on a CPU set kv_cache_memory_bytes instead)")
+    elif agent.device not in ("cuda", "cuda:0") and cfg.executor == "sequential":
+        raise ConfigError(f"agents[{i}].device: a vLLM engine runs on its process's first GPU, so "
+                          f"{agent.device!r} works only with executor: ray (one GPU per agent actor) or "
+                          "CUDA_VISIBLE_DEVICES; use device: cuda here")
+    t = cfg.training
+    if t.temperature != 1.0 and (t.top_p < 1.0 or bool(t.top_k)):
+        raise ConfigError(
+            f"{where}.backend: vLLM cannot report log-probs of the full distribution at training.temperature "
+            f"{t.temperature} with top-p/top-k truncation (its raw log-probs ignore the temperature, its processed "
+            "ones are renormalised over the kept tokens); use temperature 1, or top_p 1 and top_k 0, or backend "
+            "inprocess")
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

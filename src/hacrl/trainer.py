@@ -188,7 +188,8 @@ class Trainer:
 
     def _settings(self) -> list[WorkerSettings]:
         t, cfg = self.cfg.training, self.cfg
-        sampling = SamplingParams(temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens)
+        sampling = SamplingParams(temperature=t.temperature, top_p=t.top_p, top_k=t.top_k,
+                                  max_new_tokens=t.max_new_tokens)
         return [
             WorkerSettings(index=i, seed=cfg.seed, sampling=sampling, objective=self.objective,
                            minibatch_size=self.objective.minibatch_size(t.minibatch_size,

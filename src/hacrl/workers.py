@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +23,7 @@ from hacrl.algorithms.objective import Objective
 from hacrl.config import AgentConfig
 from hacrl.learner import Learner, LearnRequest, LearnResult, NonFiniteUpdateError
 from hacrl.models.loading import LoadedAgent, load_agent, stop_token_ids
-from hacrl.rollout.backend import InProcessBackend, RolloutBackend
+from hacrl.rollout.backend import RolloutBackend, make_backend
 from hacrl.rollout.sampler import Sample, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,9 @@ class AgentWorker:
             gradient_checkpointing=agent.gradient_checkpointing, progress=settings.progress,
         )
         self.model = self.agent.model
-        self.backend: RolloutBackend = InProcessBackend(
-            self.model, self.agent.tokenizer, stop_token_ids(self.agent.tokenizer, self.model))
+        self.backend: RolloutBackend = make_backend(
+            agent, self.model, self.agent.tokenizer, self.agent.path, stop_token_ids(self.agent.tokenizer, self.model),
+            settings.sampling, index=settings.index, context_limit=self.context_limit())
         self.device = torch.device(agent.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=agent.lr, weight_decay=agent.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed * 1000 + settings.index)
@@ -84,6 +86,11 @@ class AgentWorker:
             gradient_checkpointing=agent.gradient_checkpointing, on_update=self.backend.sync_weights,
             reference=reference)
         self._prompt_cache: dict[str, list[int]] = {}
+
+    def rollout_info(self) -> dict[str, Any]:
+        """Which backend samples for this agent, and (engine backends) how often and how long weights were pushed."""
+        return {"backend": self.config.rollout.backend, "pushes": getattr(self.backend, "pushes", 0),
+                "push_seconds": getattr(self.backend, "push_seconds", 0.0)}
 
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self._prompt_cache.get(prompt)
@@ -118,9 +125,12 @@ class AgentWorker:
     def prompts_that_fit(self, prompts: list[str], max_new_tokens: int) -> list[bool]:
         """Whether each rendered prompt plus `max_new_tokens` fits in this model's context."""
         limit = self.context_limit()
-        if limit is None:
-            return [True] * len(prompts)
-        return [len(self.encode_prompt(p)) + max_new_tokens <= limit for p in prompts]
+        fits = [True] * len(prompts) if limit is None else [
+            len(self.encode_prompt(p)) + max_new_tokens <= limit for p in prompts]
+        check = getattr(self.backend, "check_prompt_lengths", None)  # an engine's own limit is a config error
+        if check is not None:
+            check([len(self.encode_prompt(p)) for p, ok in zip(prompts, fits, strict=True) if ok], max_new_tokens)
+        return fits
 
     def longest_prompt(self, prompts: list[str]) -> int:
         """Tokens of the longest rendered prompt (for the micro-batch budget check before training)."""
@@ -180,7 +190,7 @@ class AgentWorker:
             raise CheckpointError(f"checkpoint {str(src)!r} has optimizer/RNG state that does not fit agent "
                                   f"{self.config.name!r} ({type(exc).__name__}: {exc}); resume from another "
                                   "checkpoint") from exc
-
+        self.backend.sync_weights()  # an engine backend samples from the restored weights from now on
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}

@@ -46,7 +46,7 @@ from transformers import (
 )
 
 StandinKind = Literal["qwen2", "llama"]
-StandinSize = Literal["tiny", "small"]
+StandinSize = Literal["tiny", "small", "medium"]
 
 KINDS: tuple[StandinKind, ...] = ("qwen2", "llama")
 STANDIN_META_FILE = "hacrl_standin.json"
@@ -120,7 +120,8 @@ class _Shape:
     context: int
 
 
-# "tiny": ~0.2 M parameters, builds in about a second; "small": ~3 M, still CPU-friendly.
+# "tiny": ~0.2 M parameters, builds in about a second; "small": ~3 M, still CPU-friendly; "medium": ~25 M, for
+# throughput benchmarks where per-token overhead no longer hides the model's arithmetic (head size 64).
 _SHAPES: dict[tuple[str, str], _Shape] = {
     ("qwen2", "tiny"): _Shape(vocab=400, hidden=64, layers=4, heads=4, kv_heads=2, intermediate=128, context=2048),
     ("llama", "tiny"): _Shape(vocab=520, hidden=64, layers=3, heads=4, kv_heads=4, intermediate=160, context=2048),
@@ -128,6 +129,10 @@ _SHAPES: dict[tuple[str, str], _Shape] = {
                                context=4096),
     ("llama", "small"): _Shape(vocab=2600, hidden=160, layers=6, heads=5, kv_heads=5, intermediate=448,
                                context=4096),
+    ("qwen2", "medium"): _Shape(vocab=8000, hidden=512, layers=8, heads=8, kv_heads=2, intermediate=1408,
+                                context=4096),
+    ("llama", "medium"): _Shape(vocab=8000, hidden=512, layers=8, heads=8, kv_heads=8, intermediate=1376,
+                                context=4096),
 }
 
 
@@ -293,7 +298,7 @@ def build_standin(
     if kind not in _FAMILIES:
         raise ValueError(f"stand-in kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if (kind, size) not in _SHAPES:
-        raise ValueError(f"stand-in size must be 'tiny' or 'small', got {size!r}")
+        raise ValueError(f"stand-in size must be 'tiny', 'small' or 'medium', got {size!r}")
     shape = _SHAPES[(kind, size)]
     if max_position_embeddings is not None:
         if max_position_embeddings < 8:

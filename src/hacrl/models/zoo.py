@@ -225,6 +225,20 @@ TEST_RECIPES: dict[str, Recipe] = {
             intermediate=64, prompt_template=_BPE_TEMPLATE, mix=(("add", 0.15), ("mul", 0.85)), steps=12, lr=3e-3,
             batch_size=8, warmup_steps=2, task=_TEST_TASK, eval_limit=8,
         ),
+        # Head size 32 (hidden 64 / 2 heads) instead of 16: vLLM's CPU attention only runs head sizes of 32 and
+        # up, so the vLLM backend's tests use these. New names rather than wider `test-*` recipes above, whose
+        # weights the golden-hash test pins. 256 positions so a prompt can fill a whole KV block (128 tokens on
+        # vLLM's CPU backend), which is what the prefix-cache test needs.
+        Recipe(
+            name="test-gpt2-char-h32", architecture="gpt2", tokenizer="char", n_layers=1, hidden=64, heads=2,
+            intermediate=128, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.85), ("mul", 0.15)), steps=12,
+            lr=3e-3, batch_size=8, warmup_steps=2, task=_TEST_TASK, eval_limit=8, max_length=256,
+        ),
+        Recipe(
+            name="test-llama-bpe-h32", architecture="llama", tokenizer="bpe", n_layers=1, hidden=64, heads=2,
+            intermediate=128, prompt_template=_BPE_TEMPLATE, mix=(("add", 0.15), ("mul", 0.85)), steps=12,
+            lr=3e-3, batch_size=8, warmup_steps=2, task=_TEST_TASK, eval_limit=8, max_length=256,
+        ),
     )
 }
 """Tiny recipes for test suites (a few seconds each, accuracy irrelevant); not listed by default."""

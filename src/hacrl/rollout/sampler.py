@@ -41,14 +41,16 @@ class SamplingParams:
     """How to draw completions.
 
     `temperature` scales logits before sampling (and the recorded log-probs use the same temperature, so they
-    equal what the trainer recomputes at that temperature). `top_p` < 1 restricts sampling to the nucleus but
-    does NOT change the recorded log-probs. `greedy` takes the argmax and records temperature-1 log-probs.
+    equal what the trainer recomputes at that temperature). `top_k` > 0 keeps the k most likely tokens (ties at
+    the k-th value stay), then `top_p` < 1 keeps the nucleus of what is left (vLLM's order); neither changes the
+    recorded log-probs. `top_k` 0 or None is off. `greedy` takes the argmax and records temperature-1 log-probs.
     """
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64
     greedy: bool = False
+    top_k: int | None = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float):
@@ -68,6 +70,15 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not isinstance(self.greedy, bool):
             raise ValueError(f"SamplingParams.greedy must be a bool, got {self.greedy!r}")
+        if self.top_k is None:
+            object.__setattr__(self, "top_k", 0)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"SamplingParams.top_k must be an int >= 0 (0 or None: off), got {self.top_k!r}")
+
+    @property
+    def truncates(self) -> bool:
+        """Whether sampling draws from a truncated distribution (top-k or top-p); recorded log-probs never are."""
+        return not self.greedy and (bool(self.top_k) or self.top_p < 1.0)
 
 
 @dataclass
@@ -147,6 +158,14 @@ def _nucleus_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def _top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Set logits below the k-th largest of their row to -inf (a tie with the k-th value stays)."""
+    if k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
 def _choose(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Pick one token per row and return (tokens, log-prob of each under the untruncated distribution)."""
     logits = logits.float()
@@ -159,7 +178,8 @@ def _choose(logits: Tensor, params: SamplingParams, generator: torch.Generator |
     else:
         scaled = logits / params.temperature if params.temperature != 1.0 else logits
         logps = torch.log_softmax(scaled, dim=-1)
-        pick_from = _nucleus_filter(scaled, params.top_p) if params.top_p < 1.0 else scaled
+        pick_from = _top_k_filter(scaled, params.top_k) if params.top_k else scaled
+        pick_from = _nucleus_filter(pick_from, params.top_p) if params.top_p < 1.0 else pick_from
         probs = torch.softmax(pick_from, dim=-1)
         tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
     return tokens, logps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
