@@ -168,9 +168,13 @@ def test_a_second_run_on_the_same_output_dir_is_refused_and_the_first_loses_noth
     deadline = time.time() + 120
     while not (out / "config.yaml").exists() and time.time() < deadline:
         time.sleep(0.05)
-    for extra in ((), ("--resume",), ("--resume", "auto"), ("--overwrite",)):
-        line = error_line(hacrl("train", str(config), *extra))
-        assert f"output_dir '{out}' is in use by another hacrl run (pid {first.pid} on host " in line, line
+    first.send_signal(signal.SIGSTOP)  # frozen mid-run: alive and holding its lock, however fast the machine
+    try:
+        for extra in ((), ("--resume",), ("--resume", "auto"), ("--overwrite",)):
+            line = error_line(hacrl("train", str(config), *extra))
+            assert f"output_dir '{out}' is in use by another hacrl run (pid {first.pid} on host " in line, line
+    finally:
+        first.send_signal(signal.SIGCONT)
     text, _ = first.communicate(timeout=300)
     assert first.returncode == 0, text[-3000:]
     assert_same(reference, final_weights(out))
