@@ -35,6 +35,20 @@ def base(tmp_path: Path) -> dict:
         (lambda d: d["training"].update(top_p=1.5), r"training.top_p: must be in \(0, 1\]"),
         (lambda d: d["logging"].update(tensorboard="yes"), r"logging.tensorboard: expected true or false"),
         (lambda d: d.update(executor="threads"), r"executor: 'threads' is not one of sequential, ray"),
+        (lambda d: d["agents"][0].update(dtype="bf17"), r"agents\[0\].dtype: 'bf17' is not one of auto, float32"),
+        (lambda d: (d["training"].update(num_generations=1), d["algorithm"].update(name="gspo")),
+         r"training.num_generations: must be >= 2 with 'gspo', got 1: .* \(TRL's GRPOTrainer refuses it too\)"),
+        (lambda d: d["agents"][1].update(num_generations=1, name="bpe") or d["algorithm"].update(name="grpo"),
+         r"agents\[1\].num_generations: must be >= 2 with 'grpo', got 1"),
+        (lambda d: d["training"].update(minibatch_size=17),
+         r"training.minibatch_size: 17 is larger than the batch of agent 'char', 16 responses per step "
+         r"\(training.prompts_per_step 2 x 8 responses per prompt, the shared pool of every agent\)"),
+        (lambda d: (d["training"].update(minibatch_size=9), d["algorithm"].update(name="gspo")),
+         r"minibatch_size: 9 is larger than the batch of agent 'char', 8 responses per step .* its own responses"),
+        (lambda d: d["task"].update(reward_fn=["a:f", "b:g"], reward_weights=[1.0]),
+         r"task.reward_weights: 1 weights for 2 reward functions"),
+        (lambda d: d["task"].update(reward_fn=7), r"task.reward_fn: expected a string or a list of strings, got 7"),
+        (lambda d: d["task"].update(reward_fn=[]), r"task.reward_fn: an empty list"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, mutate, message: str) -> None:
@@ -81,3 +95,17 @@ def test_cli_prints_one_clear_line_for_user_errors(tmp_path: Path, capsys: pytes
     assert "Traceback" not in err
     assert main(["train", str(path), "--set", "training.steps=abc"]) == 2
     assert "training.steps: expected an integer, got 'abc'" in capsys.readouterr().err
+
+
+def test_hacpo_with_one_response_per_agent_still_has_a_group(tmp_path: Path) -> None:
+    """A sharing preset's group is every agent's responses to the prompt: 2 agents x 1 response is a group of 2."""
+    data = base(tmp_path)
+    data["training"].update(num_generations=1, minibatch_size=2)
+    assert config_from_dict(data).training.num_generations == 1
+
+
+def test_reward_fn_list_and_weights(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    data["task"].update(reward_fn=["rewards:graded", "rewards:graded"], reward_weights=[1, 0.5])
+    task = config_from_dict(data).task
+    assert task.reward_fn == ["rewards:graded", "rewards:graded"] and task.reward_weights == [1.0, 0.5]

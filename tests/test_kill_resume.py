@@ -1,10 +1,16 @@
-"""Kill a real `hacrl train` process (SIGKILL at 5 seeded random moments, and SIGINT), resume it, and
-require final weights identical to an uninterrupted run."""
+"""Kill, race and starve a real `hacrl train` process, and require that nothing is lost.
+
+SIGKILL at 5 seeded random moments and SIGINT: resuming gives final weights identical to an uninterrupted run.
+A second run started on the same output directory, a re-run without --resume, and a disk that fills up during
+a checkpoint: each is refused or stopped with one clear line, the first run's files are untouched, and the run
+still ends with the uninterrupted run's weights."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +22,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from clitools import HACRL, error_line, hacrl, namespaced_mount, snapshot
 from conftest import tiny_run_config
-from hacrl.checkpoint import latest_checkpoint
+from hacrl.checkpoint import is_complete, latest_checkpoint
 from hacrl.models.zoo import build
 
 TESTS = Path(__file__).resolve().parent
@@ -63,12 +70,23 @@ def assert_same(a: dict[str, dict[str, torch.Tensor]], b: dict[str, dict[str, to
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, float]:
-    build("test-gpt2-char")
-    build("test-llama-bpe")  # built once here, not raced by the subprocesses
-    out = tmp_path_factory.mktemp("kill") / "straight"
-    begin = time.perf_counter()
-    finish(write_config(out))
-    return final_weights(out), time.perf_counter() - begin
+    weights, duration, _ = straight_run(tmp_path_factory)
+    return weights, duration
+
+
+_STRAIGHT: dict[str, tuple[dict, float, Path]] = {}
+
+
+def straight_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, float, Path]:
+    """The uninterrupted reference run (once per module): final weights, wall time, output directory."""
+    if "run" not in _STRAIGHT:
+        build("test-gpt2-char")
+        build("test-llama-bpe")  # built once here, not raced by the subprocesses
+        out = tmp_path_factory.mktemp("kill") / "straight"
+        begin = time.perf_counter()
+        finish(write_config(out))
+        _STRAIGHT["run"] = (final_weights(out), time.perf_counter() - begin, out)
+    return _STRAIGHT["run"]
 
 
 def test_sigkill_at_five_random_moments_then_resume(straight: tuple[dict, float], tmp_path: Path) -> None:
@@ -85,7 +103,7 @@ def test_sigkill_at_five_random_moments_then_resume(straight: tuple[dict, float]
         latest = latest_checkpoint(out / "checkpoints")
         print(f"kill {attempt}: after {delay:.1f}s of {duration:.1f}s, last checkpoint "
               f"{latest.name if latest else 'none'}")
-        finish(config, "--resume")
+        finish(config, "--resume", "auto")  # a kill before the first checkpoint leaves nothing to resume
         assert_same(reference, final_weights(out))
 
 
@@ -105,3 +123,112 @@ def test_sigint_finishes_the_step_checkpoints_and_resumes(straight: tuple[dict, 
         assert stopped is not None and stopped.name < f"step-{STEPS:06d}"
         finish(config, "--resume")
     assert_same(reference, final_weights(out))
+
+
+# ------------------------------------------------------------------ a used output directory, and two runs at once
+
+
+def test_a_rerun_into_a_used_output_dir_is_refused_and_overwrite_moves_it_aside(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    _, _, used = straight_run(tmp_path_factory)
+    run = tmp_path / "run"
+    shutil.copytree(used, run)
+    config = write_config(run)
+    before = snapshot(run)
+
+    line = error_line(hacrl("train", str(config)))  # the mistake of the issue: same command again, no --resume
+    assert f"output_dir '{run}' already holds a run (metrics through step {STEPS}; checkpoints" in line
+    assert "--resume" in line and "--overwrite" in line
+    assert snapshot(run) == before  # not one byte of the old run changed
+
+    proc = hacrl("train", str(config), "--overwrite", "--set", "training.steps=1")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(moved) == 1 and f"moved the previous run in {run} to {moved[0]}" in proc.stdout
+    assert snapshot(moved[0]) == before  # the old run, complete, beside the new one
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000001"]
+    steps = {json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()}
+    assert steps == {0, 1}  # the new run's own records only
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "fresh")
+    line = error_line(hacrl("train", str(config), "--resume"))
+    assert f"--resume: nothing to resume in '{tmp_path / 'fresh' / 'checkpoints'}'" in line
+    assert "--resume auto starts fresh" in line
+    assert not (tmp_path / "fresh" / "metrics.jsonl").exists()
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused_and_the_first_loses_nothing(
+        straight: tuple[dict, float], tmp_path: Path) -> None:
+    reference, _ = straight
+    out = tmp_path / "shared"
+    config = write_config(out)
+    first = start(config)
+    deadline = time.time() + 120
+    while not (out / "config.yaml").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)  # frozen mid-run: alive and holding its lock, however fast the machine
+    try:
+        for extra in ((), ("--resume",), ("--resume", "auto"), ("--overwrite",)):
+            line = error_line(hacrl("train", str(config), *extra))
+            assert f"output_dir '{out}' is in use by another hacrl run (pid {first.pid} on host " in line, line
+    finally:
+        first.send_signal(signal.SIGCONT)
+    text, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, text[-3000:]
+    assert_same(reference, final_weights(out))
+    raw = (out / "metrics.jsonl").read_bytes()
+    assert b"\0" not in raw
+    keys = [(r["type"], r["step"], r["agent"]) for r in map(json.loads, raw.decode().splitlines())]
+    assert len(keys) == len(set(keys)) and max(k[1] for k in keys) == STEPS
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000005", "step-000006"]
+
+
+# ------------------------------------------------------------------ a disk that fills up during a checkpoint
+
+
+def _allocated(directory: Path) -> int:
+    """Bytes a directory's files take on a tmpfs (whole 4 KiB pages)."""
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in directory.rglob("*") if p.is_file())
+
+
+def test_a_full_disk_during_a_checkpoint_stops_cleanly_and_resume_loses_nothing(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """A real ENOSPC: the run directory lives on a tmpfs (in a private mount namespace, so nothing leaks)
+    sized for two checkpoints and a half. The third checkpoint cannot be written; afterwards the tmpfs is
+    grown and the run resumed."""
+    prefix = namespaced_mount()
+    if prefix is None:
+        pytest.skip("cannot mount a tmpfs here (needs root or unprivileged user namespaces)")
+    reference, _, used = straight_run(tmp_path_factory)
+    size = int(2.5 * _allocated(used / "checkpoints" / f"step-{STEPS:06d}")) + 64 * 1024
+    disk, saved = tmp_path / "disk", tmp_path / "saved"
+    disk.mkdir()
+    config = write_config(disk / "out")
+    moved_config = tmp_path / "run.yaml"
+    shutil.move(config, moved_config)  # the config lives outside the small disk
+    script = f"""
+        set -u
+        mount -t tmpfs -o size={size} tmpfs {disk}
+        {HACRL} train {moved_config} > {tmp_path}/full.log 2>&1; echo $? > {tmp_path}/full.rc
+        cp -a {disk}/out {saved}
+        mount -o remount,size={8 * size} {disk}
+        {HACRL} train {moved_config} --resume > {tmp_path}/resumed.log 2>&1; echo $? > {tmp_path}/resumed.rc
+        cp -a {disk}/out {tmp_path}/final
+    """
+    subprocess.run([*prefix, "sh", "-c", script], env=os.environ | {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"},
+                   timeout=600, check=True)
+    full_log = (tmp_path / "full.log").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "2", full_log[-3000:]
+    assert "Traceback" not in full_log, full_log[-3000:]
+    line = next(line for line in full_log.splitlines() if ": error: " in line)
+    ckpts = saved / "checkpoints"
+    assert ("no space left on device while writing checkpoint " + str(disk / "out" / "checkpoints" / "step-000003")
+            in line), line
+    assert f"the last good checkpoint is {disk / 'out' / 'checkpoints' / 'step-000002'}" in line
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-000001", "step-000002"]  # partial temp dir removed
+    assert is_complete(ckpts / "step-000002")
+    resumed_log = (tmp_path / "resumed.log").read_text()
+    assert (tmp_path / "resumed.rc").read_text().strip() == "0", resumed_log[-3000:]
+    assert_same(reference, final_weights(tmp_path / "final"))

@@ -52,13 +52,15 @@ def test_reward_function_wrong_length_is_an_error() -> None:
         task.score(list(PROBLEMS.train_problems()[:3]), ["a", "b", "c"])
 
 
-def test_nan_and_none_rewards_are_counted_zeros(caplog: pytest.LogCaptureFixture) -> None:
-    task = function_task(some_nan, max_error_rate=0.9)
+def test_none_and_nan_rewards_are_not_applicable_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """TRL's convention: None (NaN) means "does not apply"; the completion scores 0.0, is counted and logged,
+    and is not an error (it does not count toward max_reward_error_rate)."""
+    task = function_task(some_nan, max_error_rate=0.0, min_calls_before_abort=1)
     with caplog.at_level(logging.WARNING):
         rewards = task.score(list(PROBLEMS.train_problems()[:8]), ["x"] * 8)
     assert rewards == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
-    assert task.stats.invalid_values == 4
-    assert "4 None/NaN/non-numeric values of 8" in caplog.text
+    assert (task.stats.not_applicable, task.stats.no_reward, task.stats.invalid_values) == (4, 4, 0)
+    assert "no reward function applied to 4 of 8 completions" in caplog.text
 
 
 def test_reward_fn_from_config(tmp_path: Path) -> None:

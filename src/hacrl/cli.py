@@ -1,34 +1,51 @@
 """`hacrl` command line: train, demo, eval, zoo (and compare, where available).
 
-Errors a user can fix (bad config, missing model directory, mismatched checkpoint) print one clear line
-and exit with status 2; a stack trace is reserved for bugs (set HACRL_DEBUG=1 to see it anyway).
+Errors a user can fix (bad config, missing model directory, mismatched checkpoint, a used or read-only
+output directory, a full disk) print one clear line and exit with status 2; a stack trace is reserved for
+bugs (set HACRL_DEBUG=1 to see it anyway). Nothing here imports torch before a command needs it, so
+`hacrl --help` and a config error answer in well under a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 from importlib import resources
+from pathlib import Path
 
 from hacrl.config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
+from hacrl.preflight import check_model_paths
+from hacrl.rewards import RewardFunctionError
+from hacrl.rundir import RunDirError, open_run_dir
 
 logger = logging.getLogger("hacrl")
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, RunDirError, RewardFunctionError)
+_OS_USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR)
+"""OSErrors that are the machine's state, not a bug: one line naming the file."""
+
+DEMO_TIME = "about 5 min on 2 CPU cores once the agents are built; the first run builds them first, about 16 min in all"
+"""Measured (README, "What the demo shows"; docs/reliability.md, "Start-up and demo times"); keep them in step."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from hacrl.learner import MicrobatchBudgetError
-    from hacrl.models.loading import AgentLoadError
-    from hacrl.rollout.sampler import NonFiniteLogitsError
-    from hacrl.tasks.base import RewardFunctionError
-    from hacrl.trainer import ResumeError
-    from hacrl.workers import NonFiniteUpdateError
+    """Looked up only after an error, and only in modules already imported (a class can only have been raised
+    if its module was), so the fast paths never import torch."""
+    errors = list(USER_ERRORS)
+    for module, name in (("hacrl.models.loading", "AgentLoadError"), ("hacrl.rollout.sampler", "NonFiniteLogitsError"),
+                         ("hacrl.trainer", "ResumeError"), ("hacrl.workers", "NonFiniteUpdateError"),
+                         ("hacrl.checkpoint", "CheckpointError"), ("hacrl.learner", "MicrobatchBudgetError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
-    return (*USER_ERRORS, AgentLoadError, ResumeError, NonFiniteUpdateError, NonFiniteLogitsError,
-            RewardFunctionError, MicrobatchBudgetError)
+
+def _os_error_line(exc: OSError) -> str:
+    what = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+    return f"{what}: {exc.filename}" if exc.filename else what
 
 
 def demo_config_dict() -> dict:
@@ -38,17 +55,26 @@ def demo_config_dict() -> dict:
     return dict(yaml.safe_load(text))
 
 
-def _run_training(cfg: RunConfig, resume: bool | str) -> int:
+def _run_training(cfg: RunConfig, args: argparse.Namespace) -> int:
+    args._output_dir = cfg.output_dir  # for the last-checkpoint note of a machine error
+    # a read-only, non-directory, used or locked output_dir is refused before torch or any model loads
+    check_model_paths(cfg.agents)
+    run_dir = open_run_dir(cfg.output_dir, resume=args.resume, overwrite=args.overwrite, config=cfg.to_dict())
     from hacrl.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=resume)
+    trainer = Trainer(cfg, run_dir=run_dir)
     try:
+        tb = trainer.tracker.tensorboard_dir
+        print(f"run directory: {trainer.out} (metrics.jsonl, checkpoints/)"
+              + (f"; TensorBoard: tensorboard --logdir {tb}" if tb is not None else ""), flush=True)
         summary = trainer.run()
     finally:
         trainer.close()
     print()
-    print(f"{cfg.algorithm.name} on {', '.join(summary.agents)}: {summary.steps} steps in "
-          f"{summary.wall_seconds:.0f} s (held-out greedy accuracy, {len(trainer.eval_problems)} problems)")
+    sessions = f", over {summary.sessions} sessions" if summary.sessions > 1 else ""
+    print(f"{cfg.algorithm.name} on {', '.join(summary.agents)}: {summary.steps} steps; training "
+          f"{summary.wall_seconds:.1f} s, evaluation {summary.eval_seconds:.1f} s (whole run{sessions}; held-out "
+          f"greedy accuracy, {len(trainer.eval_problems)} problems)")
     print(summary.table())
     for name in summary.agents:
         t = summary.totals[name]
@@ -63,7 +89,7 @@ def _run_training(cfg: RunConfig, resume: bool | str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
-    return _run_training(cfg, args.resume)
+    return _run_training(cfg, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -75,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = config_from_dict(data)
     print(f"hacrl demo: {cfg.algorithm.name} with {', '.join(f'{a.name} ({a.model})' for a in cfg.agents)}; "
           f"{cfg.training.steps} steps (first run also builds the zoo agents, cached afterwards)")
-    return _run_training(cfg, args.resume)
+    return _run_training(cfg, args)
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -91,6 +117,11 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     names = args.names or (list(zoo.RECIPES) if args.all else [])
     if not names:
         raise ConfigError("zoo build: name one or more recipes, or pass --all (see `hacrl zoo list`)")
+    for name in names:
+        try:
+            zoo.get_recipe(name)
+        except ValueError as exc:
+            raise ConfigError(f"zoo build: {exc}") from None
     for name in names:
         path = zoo.build(name, force=args.force)
         print(f"{name}: {path}")
@@ -109,6 +140,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return run_compare_command(args)
 
 
+def _add_run_dir_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", nargs="?", const="latest", default=False, metavar="auto|CHECKPOINT",
+                   help="continue the run in output_dir from its newest complete checkpoint (an error if there is "
+                        "none); 'auto': resume if possible, else start fresh; or a checkpoint directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="output_dir holds an earlier run: move it aside (to <output_dir>.replaced-<time>) and start "
+                        "fresh; without this (or --resume) a used output_dir is refused")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hacrl", description="Heterogeneous Agent Collaborative RL (HACPO)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -118,15 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. training.steps=10 or agents.0.lr=1e-4")
-    p.add_argument("--resume", nargs="?", const="latest", default=False,
-                   help="resume from the latest complete checkpoint in output_dir (or from the given one)")
+    _add_run_dir_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="build the built-in agent pair and train it with HACPO (~5 min on 2 cores)")
+    p = sub.add_parser("demo", help=f"build the built-in agent pair and train it with HACPO ({DEMO_TIME})")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--out", default=None, help="output directory (default runs/demo)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--resume", nargs="?", const="latest", default=False)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. training.eval_limit=100 for a quicker evaluation")
+    _add_run_dir_flags(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("zoo", help="the built-in tiny heterogeneous agents")
@@ -155,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest for tiny models)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip (count and log) benchmark rows without a question or gold answer instead of stopping")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="every sharing rule against independent training at equal cost and equal "
@@ -178,14 +220,32 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except _user_errors() as exc:
+    except Exception as exc:
         if os.environ.get("HACRL_DEBUG"):
             raise
-        print(f"hacrl {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, _user_errors()):
+            line = str(exc)
+        elif isinstance(exc, OSError) and exc.errno in _OS_USER_ERRNOS:
+            line = _os_error_line(exc) + _last_checkpoint_note(args)
+        else:
+            raise
+        print(f"hacrl {args.command}: error: {' '.join(line.split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"hacrl {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _last_checkpoint_note(args: argparse.Namespace) -> str:
+    """For a run stopped by a machine error (a full disk while logging): where it can continue from."""
+    out = getattr(args, "_output_dir", None)
+    if out is None:
+        return ""
+    from hacrl.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(Path(out) / "checkpoints")
+    return (f"; the last good checkpoint is {last}; fix this, then continue with --resume" if last is not None
+            else "; there is no complete checkpoint yet")
 
 
 if __name__ == "__main__":

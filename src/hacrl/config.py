@@ -9,6 +9,7 @@ the same (`num_generations`, `beta`, `epsilon` via eps_low/eps_high, `loss_type`
 from __future__ import annotations
 
 import difflib
+import math
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from hacrl.algorithms.losses import GRPO_LOSS_TYPES
+from hacrl.algorithms.names import GRPO_LOSS_TYPES
 from hacrl.algorithms.presets import PRESETS, get_preset, is_known
 
 
@@ -53,6 +54,10 @@ class RolloutConfig:
     # None: "recompute" for vllm, "engine" for inprocess (there the sampler is the training model itself).
     old_logprobs: Literal["recompute", "engine"] | None = None
     importance_sampling_cap: float | None = 2.0  # "engine" only; None: no correction
+
+
+DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+"""Accepted `agents[i].dtype` values (auto: bf16 on CUDA, fp32 on CPU)."""
 
 
 @dataclass
@@ -101,9 +106,11 @@ class TaskConfig:
 
     name: str = "arithmetic"
     options: dict[str, Any] = field(default_factory=dict)
-    # A TRL-style reward function `f(prompts, completions, **columns) -> list[float]` replacing the task's own
-    # verifier: "package.module:function" or "path/to/file.py:function". The task still supplies the prompts.
-    reward_fn: str | None = None
+    # TRL-style reward function(s) `f(prompts, completions, **columns) -> list[float | None]` replacing the task's
+    # own verifier: "package.module:function" or "path/to/file.py:function", or a list of them combined with
+    # `reward_weights` (TRL's reward_funcs / reward_weights; see hacrl.rewards). The task still supplies prompts.
+    reward_fn: str | list[str] | None = None
+    reward_weights: list[float] | None = None
     max_reward_error_rate: float = 0.5
     # "test": the whole held-out split. "validation" / "test-holdout": its two kind-balanced halves; tune
     # hyperparameters on "validation", report on "test-holdout".
@@ -184,6 +191,12 @@ _POSITIVE_INTS = {"training.steps", "training.prompts_per_step", "training.num_g
                   "training.max_completion_tokens", "training.max_tokens_per_microbatch", "threads"}
 
 
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is list:
+        return f"a list of {_type_name(get_args(tp)[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -191,7 +204,15 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in options:
             return None
         inner = [o for o in options if o is not type(None)]
-        return _convert(value, inner[0], where)
+        errors = []
+        for option in inner:  # `str | list[str]`: the first type the value fits
+            try:
+                return _convert(value, option, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(inner) == 1:
+            raise errors[0]
+        raise ConfigError(f"{where}: expected {' or '.join(_type_name(o) for o in inner)}, got {value!r}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
@@ -274,6 +295,8 @@ def _validate(cfg: RunConfig) -> None:
         if agent.threads is not None and agent.threads < 1:
             raise ConfigError(f"agents[{i}].threads: must be >= 1, got {agent.threads}")
         _validate_rollout(cfg, i)
+        if agent.dtype not in DTYPE_NAMES:
+            raise ConfigError(f"agents[{i}].dtype: {agent.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
     if not is_known(cfg.algorithm.name):
         raise ConfigError(f"algorithm.name: {cfg.algorithm.name!r} is not one of {', '.join(PRESETS)}, or "
                           "grpo_nK / gspo_nK (an independent baseline with K responses per prompt)")
@@ -322,6 +345,68 @@ def _validate(cfg: RunConfig) -> None:
             value = value[part]
         if value is not None and value < 1:
             raise ConfigError(f"{dotted}: must be >= 1, got {value}")
+    _validate_batches(cfg, preset)
+    _validate_rewards(cfg.task)
+
+
+def _validate_batches(cfg: RunConfig, preset: Any) -> None:
+    """Group sizes that give a learning signal, and mini-batches that fit in a learner's batch.
+
+    Advantages are normalised within each prompt's group, so a group of one response has advantage 0 and
+    trains nothing (TRL refuses num_generations < 2 for the same reason). A mini-batch larger than the
+    learner's batch would silently be the whole batch, one update per step instead of the configured count.
+    Responses per prompt and mini-batch sizes follow `Objective.responses_per_prompt` / `minibatch_size`: a
+    `grpo_nK` baseline samples K per prompt and scales the mini-batch by K / G, so its mini-batch fits exactly
+    when the configured one fits G responses per prompt. Replayed peers add rows whose count is unknown here,
+    so pooled batches with replayed peers are not checked.
+    """
+    t = cfg.training
+    given = [a.num_generations or t.num_generations for a in cfg.agents]
+    per_agent = [preset.num_generations or g * preset.rollout_multiplier for g in given]
+    where = [f"agents[{i}].num_generations" if a.num_generations is not None else "training.num_generations"
+             for i, a in enumerate(cfg.agents)]
+    if preset.advantage == "source_group":
+        for i, g in enumerate(per_agent):
+            if g < 2:
+                raise ConfigError(f"{where[i]}: must be >= 2 with {preset.name!r}, got {given[i]}: advantages are "
+                                  "normalised within each prompt's group of an agent's responses, so a group of one "
+                                  "has advantage 0 and trains nothing (TRL's GRPOTrainer refuses it too)")
+    elif sum(per_agent) < 2 and not cfg.replay:
+        raise ConfigError(f"training.num_generations: {preset.name!r} needs >= 2 responses per prompt over all agents, "
+                          f"got {sum(per_agent)}: a group of one has advantage 0 and trains nothing")
+    pooled = preset.rows == "pool"
+    if pooled and cfg.replay:
+        return
+    for i, agent in enumerate(cfg.agents):
+        # in the configured units (responses at G per prompt; see the docstring for grpo_nK)
+        responses = given[i] * (1 if preset.num_generations else preset.rollout_multiplier)
+        if pooled:
+            responses = sum(g * (1 if preset.num_generations else preset.rollout_multiplier) for g in given)
+        batch = t.prompts_per_step * responses
+        if t.minibatch_size > batch:
+            whose = "the shared pool of every agent" if pooled else "its own responses"
+            raise ConfigError(
+                f"training.minibatch_size: {t.minibatch_size} is larger than the batch of agent {agent.name!r}, "
+                f"{batch} responses per step (training.prompts_per_step {t.prompts_per_step} x {responses} "
+                f"responses per prompt, {whose}); set it to at most {batch}, or raise prompts_per_step / "
+                "num_generations")
+
+
+def _validate_rewards(task: TaskConfig) -> None:
+    specs = [task.reward_fn] if isinstance(task.reward_fn, str) else list(task.reward_fn or [])
+    if isinstance(task.reward_fn, list) and not specs:
+        raise ConfigError("task.reward_fn: an empty list; name at least one function, or leave reward_fn out")
+    if task.reward_weights is not None:
+        if not specs:
+            raise ConfigError("task.reward_weights: given without task.reward_fn")
+        if len(task.reward_weights) != len(specs):
+            raise ConfigError(f"task.reward_weights: {len(task.reward_weights)} weights for {len(specs)} reward "
+                              "functions; give one weight per function (as TRL's reward_weights)")
+        bad = [w for w in task.reward_weights if not math.isfinite(w)]
+        if bad:
+            raise ConfigError(f"task.reward_weights: {bad[0]} is not a finite number")
+    if not 0 <= task.max_reward_error_rate <= 1:
+        raise ConfigError(f"task.max_reward_error_rate: must be in [0, 1], got {task.max_reward_error_rate}")
 
 
 def _validate_rollout(cfg: RunConfig, i: int) -> None:
@@ -405,9 +490,20 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping; errors name the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+        raise ConfigError(f"config file {str(p)!r} does not exist" if not p.exists()
+                          else f"config file {str(p)!r} is not a file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
+                          "save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{str(p)!r} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

@@ -130,7 +130,7 @@ def _count_rows(path: Path) -> int | None:
 
 
 def load_suites(task: str, benchmarks: str | Iterable[str] | None, data_dir: str | Path | None,
-                limit: int | None) -> tuple[list[Suite], Path | None]:
+                limit: int | None, *, skip_bad_rows: bool = False) -> tuple[list[Suite], Path | None]:
     """The problem sets to evaluate on, and the data directory used (None for arithmetic)."""
     if task == "arithmetic":
         if benchmarks is not None:
@@ -157,7 +157,7 @@ def load_suites(task: str, benchmarks: str | Iterable[str] | None, data_dir: str
     suites = []
     for name in names:
         try:
-            problems = load_benchmark(name, base, limit=limit)
+            problems = load_benchmark(name, base, limit=limit, skip_bad_rows=skip_bad_rows)
         except BenchmarkDataError as exc:
             raise ConfigError(str(exc)) from exc
         file = base / BENCHMARK_FILES[name] if base.is_dir() else base
@@ -252,6 +252,7 @@ def evaluate_agents(
     threads: int | None = None,
     progress: bool = True,
     keep_samples: bool = False,
+    skip_bad_rows: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every agent (a local HF directory or `zoo:NAME`) on the task; returns the report dict.
 
@@ -282,7 +283,7 @@ def evaluate_agents(
         raise ConfigError(f"sampling settings (k = {k} > 1 samples; --k 1 decodes greedily): {exc}") from exc
     batch = batch_size or DEFAULT_BATCH_SIZE
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    suites, base = load_suites(task, benchmarks, data_dir, limit)
+    suites, base = load_suites(task, benchmarks, data_dir, limit, skip_bad_rows=skip_bad_rows)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -445,7 +446,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         seed=args.seed, batch_size=getattr(args, "batch_size", None), device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None) or "auto", threads=getattr(args, "threads", None),
         progress=not getattr(args, "no_progress", False),
-        keep_samples=args.out is not None,
+        keep_samples=args.out is not None, skip_bad_rows=getattr(args, "skip_bad_rows", False),
     )
     print(markdown_report(report), end="")
     if args.out is not None:

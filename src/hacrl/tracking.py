@@ -33,25 +33,36 @@ class Tracker:
             self.path.write_text("".join(line + "\n" for line in kept))
         self._file = self.path.open("a" if resume_step is not None else "w")
         self._tb = None
+        self._write_failed = False
+        self.tensorboard_dir: Path | None = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+                self.tensorboard_dir = out_dir / "tensorboard"
+                self._tb = SummaryWriter(log_dir=str(self.tensorboard_dir))
             except ImportError:  # tensorboard is a core dependency, but say so if it is missing
                 logger.warning("tensorboard is not installed; metrics go to %s only", self.path)
 
     def log(self, kind: str, step: int, agent: str, metrics: dict[str, Any]) -> None:
         record = {"type": kind, "step": step, "agent": agent, **{k: _clean(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a file object's OSError names no file; name it (a torn line is dropped on resume)
+            self._write_failed = True
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                     self._tb.add_scalar(f"{agent}/{kind}/{key}", value, step)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            if not self._write_failed:  # after a failed write, closing fails on the same bytes: that error stands
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self._tb is not None:
             self._tb.close()
 

@@ -33,8 +33,11 @@ from hacrl.evaluator import score_completions
 from hacrl.executors import Executor, SequentialExecutor
 from hacrl.learner import LearnRequest, LearnResult
 from hacrl.pool import Trajectory
+from hacrl.preflight import check_models
 from hacrl.replay import ReplayedPeer, RolloutRecorder
+from hacrl.rewards import bind_trainer_state, score_with_ids
 from hacrl.rollout.sampler import SamplingParams
+from hacrl.rundir import RunDir, open_run_dir
 from hacrl.tasks.base import Problem, Task
 from hacrl.tasks.registry import make_task
 from hacrl.tasks.splits import balanced_prefix
@@ -94,6 +97,8 @@ class RunSummary:
     totals: dict[str, dict[str, float]]
     wall_seconds: float
     stopped_early: bool = False
+    eval_seconds: float = 0.0  # greedy held-out evaluation, over the whole run (wall_seconds is training steps)
+    sessions: int = 1  # processes that worked on this run (1 + resumes)
 
     def table(self) -> str:
         rows = []
@@ -120,13 +125,23 @@ def _fingerprint(cfg: RunConfig) -> dict[str, Any]:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, *, resume: bool | str = False, task: Task | None = None,
-                 executor: Executor | None = None) -> None:
-        """`task` overrides `cfg.task` (e.g. a `FunctionRewardTask` around a TRL-style reward function)."""
+    def __init__(self, cfg: RunConfig, *, resume: bool | str = False, overwrite: bool = False, task: Task | None = None,
+                 executor: Executor | None = None, run_dir: RunDir | None = None) -> None:
+        """`task` overrides `cfg.task` (e.g. a `FunctionRewardTask` around a TRL-style reward function).
+
+        `resume`: False (the output directory must not hold a run), True/"latest" (continue from its newest
+        complete checkpoint; an error when there is none), "auto" (resume when possible), or a checkpoint path.
+        `overwrite`: move a run already in the output directory aside and start fresh (`hacrl.rundir`).
+        `run_dir`: the output directory already opened with those settings (the CLI opens it before torch loads).
+        """
         self.cfg = cfg
+        # the output directory, the lock and the model paths are checked before any data or model is loaded
+        self.run_dir = run_dir or open_run_dir(cfg.output_dir, resume=resume, overwrite=overwrite, config=cfg.to_dict())
+        check_models(cfg.agents)
         t = cfg.training
         self.objective: Objective = resolve_objective(cfg.algorithm, max_completion_length=t.max_new_tokens)
         self.task = task if task is not None else make_task(cfg.task)
+        bind_trainer_state(self.task, lambda: self.step, cfg.training.steps)
         self.train_problems: list[Problem] = list(self.task.train_problems())
         eval_problems = list(self.task.eval_problems())
         if cfg.training.eval_limit is not None:
@@ -155,8 +170,10 @@ class Trainer:
         self.totals = {name: AgentTotals() for name in self.names}
         self.evaluations: list[dict[str, Any]] = []
         self.wall_seconds = 0.0
+        self.eval_seconds = 0.0
+        self.sessions = 1
         self._stop_requested = False
-        resume_from = self._resume_path(resume)
+        resume_from = self.run_dir.resume_from
         if resume_from is not None:
             self._load(resume_from)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -229,19 +246,6 @@ class Trainer:
                     f"its longest training prompt has {prompt_tokens} tokens and a response up to {completion}; "
                     f"raise it to at least {prompt_tokens + completion}")
 
-    def _resume_path(self, resume: bool | str) -> Path | None:
-        if not resume:
-            return None
-        if isinstance(resume, str) and resume not in ("auto", "latest"):
-            path = Path(resume)
-            if not ckpt.is_complete(path):
-                raise ResumeError(f"--resume {resume!r} is not a complete checkpoint directory")
-            return path
-        path = ckpt.latest_checkpoint(self.out / "checkpoints")
-        if path is None:
-            logger.info("no checkpoint under %s; starting from scratch", self.out / "checkpoints")
-        return path
-
     # ---------------------------------------------------------------- one step
 
     def train_step(self) -> dict[str, dict[str, float]]:
@@ -295,8 +299,10 @@ class Trainer:
             replayed += rows
             counts |= {f"replay/{peer.name}/responses": float(len(rows)),
                        f"replay/{peer.name}/missing_problems": float(missing)}
-        rewards = self.task.score([problems[q] for _, q, _ in flat] + [problems[t.prompt_index] for t in replayed],
-                                  [s.text for _, _, s in flat] + [t.completion for t in replayed])
+        rewards = score_with_ids(self.task,
+                                 [problems[q] for _, q, _ in flat] + [problems[t.prompt_index] for t in replayed],
+                                 [s.text for _, _, s in flat] + [t.completion for t in replayed],
+                                 [s.completion_ids for _, _, s in flat] + [t.completion_ids for t in replayed])
         live = [Trajectory.from_sample(s, prompt_index=q, problem_id=problems[q].id, prompt=problems[q].prompt,
                                        source=agent, reward=r, kind=problems[q].kind)
                 for (agent, q, s), r in zip(flat, rewards[:len(flat)], strict=True)]
@@ -335,6 +341,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Greedy accuracy of every agent on the held-out split, overall and per problem kind (hacrl.evaluator)."""
+        start = time.perf_counter()
         max_new = self.cfg.training.eval_max_new_tokens or self.cfg.training.max_new_tokens
         prompts = [p.prompt for p in self.eval_problems]
         params = SamplingParams(max_new_tokens=max_new, greedy=True)
@@ -349,6 +356,7 @@ class Trainer:
                                                        "wall_seconds": self.wall_seconds})
             self.evaluations.append({"step": self.step, "agent": name, **result,
                                      "rollouts": totals.rollouts, "wall_seconds": self.wall_seconds})
+        self.eval_seconds += time.perf_counter() - start
         return out
 
     # ---------------------------------------------------------------- checkpoints
@@ -360,14 +368,15 @@ class Trainer:
                 "format": 1, "step": self.step, "data_position": self.stream.position,
                 "capability": self.capability.state_dict(), "fingerprint": _fingerprint(self.cfg),
                 "totals": {n: asdict(t) for n, t in self.totals.items()}, "evaluations": self.evaluations,
-                "wall_seconds": self.wall_seconds,
+                "wall_seconds": self.wall_seconds, "eval_seconds": self.eval_seconds, "sessions": self.sessions,
             }
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
 
         return ckpt.save_checkpoint(self.out / "checkpoints", self.step, write, keep_last=self.cfg.checkpoint.keep_last)
 
     def _load(self, path: Path) -> None:
-        state = json.loads((path / STATE_FILE).read_text())
+        state = ckpt.read_state(path / STATE_FILE, required=("step", "data_position", "capability", "fingerprint",
+                                                             "totals", "evaluations", "wall_seconds"))
         saved, mine = state["fingerprint"], _fingerprint(self.cfg)
         diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {mine[k]!r}" for k in _RESUME_KEYS
                  if saved.get(k) != mine[k]]
@@ -381,6 +390,8 @@ class Trainer:
         self.totals = {n: AgentTotals(**t) for n, t in state["totals"].items()}
         self.evaluations = list(state["evaluations"])
         self.wall_seconds = float(state["wall_seconds"])
+        self.eval_seconds = float(state.get("eval_seconds", 0.0))
+        self.sessions = int(state.get("sessions", 1)) + 1
         logger.info("resumed from %s at step %d", path, self.step)
 
     # ---------------------------------------------------------------- the loop
@@ -417,7 +428,7 @@ class Trainer:
             metrics = self.train_step()
             self.wall_seconds += time.perf_counter() - start
             bar.update(1)
-            bar.set_postfix({n: f"r={m['reward']:.2f}" for n, m in metrics.items()})
+            bar.set_postfix({n: f"r={m['reward']:.2f} acc={m['accuracy']:.2f}" for n, m in metrics.items()})
             if self.step % t.eval_every == 0 and self.step < t.steps:
                 accs = self.evaluate()
                 bar.write(f"step {self.step}: " + ", ".join(f"{n} acc {a['accuracy']:.3f}" for n, a in accs.items()))
@@ -432,12 +443,15 @@ class Trainer:
         self.save()
         summary = RunSummary(agents=self.names, steps=self.step, before=before, after=after,
                              totals={n: asdict(v) for n, v in self.totals.items()}, wall_seconds=self.wall_seconds,
-                             stopped_early=stopped_early)
+                             stopped_early=stopped_early, eval_seconds=self.eval_seconds, sessions=self.sessions)
         (self.out / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
         return summary
 
     def close(self) -> None:
-        self.executor.close()
+        try:
+            self.executor.close()
+        finally:
+            self.run_dir.release()
 
 
 def _accuracies(evaluation: dict[str, Any]) -> dict[str, float]:

@@ -165,21 +165,34 @@ class AgentWorker:
         """Restore weights, optimizer and RNG written by `save` (safetensors + weights_only loads only)."""
         from safetensors.torch import load_file
 
+        from hacrl.checkpoint import CheckpointError, load_tensors
+
         src = Path(directory)
         shards = sorted(src.glob("*.safetensors"))
         state: dict[str, Tensor] = {}
         for shard in shards:
-            state.update(load_file(str(shard), device=str(self.device)))
+            try:
+                state.update(load_file(str(shard), device=str(self.device)))
+            except Exception as exc:  # SafetensorError and friends: a damaged file, named with what to do
+                raise CheckpointError(f"cannot read weights {str(shard)!r}: {exc}; resume from another "
+                                      "checkpoint") from exc
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         tied = set(getattr(self.model, "_tied_weights_keys", None) or [])
         missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
         if missing or unexpected:
             raise ValueError(f"checkpoint {str(src)!r} does not match agent {self.config.name!r}: "
                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-        self.optimizer.load_state_dict(torch.load(src / OPTIMIZER_FILE, weights_only=True, map_location=self.device))
-        worker_state = torch.load(src / WORKER_STATE_FILE, weights_only=True)
-        self.generator.set_state(worker_state["generator"])
-        self.learner.nonfinite_total = int(worker_state["nonfinite_total"])
+        try:
+            self.optimizer.load_state_dict(load_tensors(src / OPTIMIZER_FILE, map_location=self.device))
+            worker_state = load_tensors(src / WORKER_STATE_FILE)
+            self.generator.set_state(worker_state["generator"])
+            self.learner.nonfinite_total = int(worker_state["nonfinite_total"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"checkpoint {str(src)!r} has optimizer/RNG state that does not fit agent "
+                                  f"{self.config.name!r} ({type(exc).__name__}: {exc}); resume from another "
+                                  "checkpoint") from exc
         self.backend.sync_weights()  # an engine backend samples from the restored weights from now on
 
     def state_tensors(self) -> dict[str, Tensor]:

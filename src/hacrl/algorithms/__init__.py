@@ -1,40 +1,47 @@
-"""Pure tensor math of HACPO and its baselines: no models, no I/O (see docs/method.md and docs/algorithms.md)."""
+"""Pure tensor math of HACPO and its baselines: no models, no I/O (see docs/method.md and docs/algorithms.md).
 
-from hacrl.algorithms.advantages import (
-    capability_aware_advantages,
-    capability_aware_baseline,
-    group_advantages,
-)
-from hacrl.algorithms.capability import CapabilityTracker
-from hacrl.algorithms.losses import (
-    cross_lower_bound,
-    grpo_loss,
-    gspo_loss,
-    hacpo_loss,
-    kl_penalty,
-    sequence_logps,
-)
-from hacrl.algorithms.objective import Objective, resolve_objective
-from hacrl.algorithms.presets import PRESETS, Preset, get_preset
-from hacrl.algorithms.stats import LossStats, RatioStats, UpdateStats
+The names below are imported lazily (PEP 562), so `hacrl.algorithms.presets` and `hacrl.algorithms.names`
+(plain data) can be imported without torch: `hacrl.config` validates a run configuration with them before
+torch and transformers are loaded, which keeps `hacrl --help` and config errors fast.
+"""
 
-__all__ = [
-    "PRESETS",
-    "CapabilityTracker",
-    "LossStats",
-    "Objective",
-    "Preset",
-    "RatioStats",
-    "UpdateStats",
-    "capability_aware_advantages",
-    "capability_aware_baseline",
-    "cross_lower_bound",
-    "get_preset",
-    "group_advantages",
-    "grpo_loss",
-    "gspo_loss",
-    "hacpo_loss",
-    "kl_penalty",
-    "resolve_objective",
-    "sequence_logps",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {
+    "capability_aware_advantages": "advantages",
+    "capability_aware_baseline": "advantages",
+    "group_advantages": "advantages",
+    "CapabilityTracker": "capability",
+    "cross_lower_bound": "losses",
+    "grpo_loss": "losses",
+    "gspo_loss": "losses",
+    "hacpo_loss": "losses",
+    "kl_penalty": "losses",
+    "sequence_logps": "losses",
+    "Objective": "objective",
+    "resolve_objective": "objective",
+    "PRESETS": "presets",
+    "Preset": "presets",
+    "get_preset": "presets",
+    "LossStats": "stats",
+    "RatioStats": "stats",
+    "UpdateStats": "stats",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'hacrl.algorithms' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"hacrl.algorithms.{home}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

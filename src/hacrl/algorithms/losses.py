@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from hacrl.algorithms._checks import as_1d, finite, float_1d, non_negative
+from hacrl.algorithms.names import GRPO_LOSS_TYPES
 from hacrl.algorithms.stats import LossStats, RatioStats
 
 GRPOLossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
-GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 
 def _check_token_inputs(logps: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -270,7 +270,7 @@ def execute_run(cfg: RunConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     started = now()
-    trainer = Trainer(cfg, resume=True)
+    trainer = Trainer(cfg, resume="auto")  # resume if there is a checkpoint, else start (run_status checked the dir)
     from_step = trainer.step
     train_wall_before = trainer.wall_seconds  # restored from the checkpoint: the run's total, not this attempt's
     try:

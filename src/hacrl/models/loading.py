@@ -70,6 +70,10 @@ def resolve_model_path(model: str, *, build_missing: bool = True, progress: bool
         from hacrl.models import zoo
 
         recipe = model[len(ZOO_PREFIX):]
+        try:
+            zoo.get_recipe(recipe)
+        except ValueError as exc:
+            raise AgentLoadError(f"model {model!r}: {exc}") from None
         if not build_missing and not zoo.is_built(recipe):
             raise AgentLoadError(f"zoo agent {recipe!r} is not built; run `hacrl zoo build {recipe}`")
         return zoo.build(recipe, progress=progress)
@@ -110,7 +114,12 @@ def load_agent(
     check_device(device)
     path = resolve_model_path(model, progress=progress)
     if not path.is_dir():
-        raise AgentLoadError(f"agent {name!r}: model directory {str(path)!r} does not exist")
+        from hacrl.preflight import missing_model_message
+
+        raise AgentLoadError(missing_model_message(name, model))
+    if trust_remote_code:
+        logger.warning("agent %s: trust_remote_code is on: running the Python code shipped in %s (only do this "
+                       "for model code you trust)", name, path)
     if not (path / "config.json").is_file():
         raise AgentLoadError(f"agent {name!r}: {str(path)!r} has no config.json; is it a Hugging Face model directory?")
     has_tokenizer = any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
@@ -143,7 +152,9 @@ def load_agent(
     lm.to(device)
     lm.eval()  # RL updates run without dropout so rollout and training log-probs agree
     if gradient_checkpointing:
-        lm.gradient_checkpointing_enable()
+        # transformers 5.24 renamed it (the old name warns, to be removed in v6); 5.19 has only the old one
+        enable = getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
+        enable()
     meta = _read_meta(path)
     template = _choose_template(tokenizer, meta, prompt_template, use_chat_template, system_prompt)
     return LoadedAgent(name=name, path=path, model=lm, tokenizer=tokenizer, template=template, meta=meta)

@@ -66,6 +66,23 @@ def accepts_logits_to_keep(forward_cls: type) -> bool:
         return False
 
 
+@lru_cache(maxsize=64)
+def cache_keyword(forward_cls: type) -> str:
+    """The forward argument that takes a KV cache, as the model's forward declares it: `cache` in transformers
+    5.24 (where `past_key_values` is a deprecated alias that warns, to be removed in 5.40), `past_key_values` in
+    versions that predate the rename. The model output carries the cache under the same name."""
+    try:
+        params = inspect.signature(forward_cls.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def returned_cache(output: object, keyword: str) -> object:
+    """The KV cache a forward pass returned, read under the name that does not warn."""
+    return getattr(output, keyword)
+
+
 def _forward_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, keep: int) -> Tensor:
     """Logits of the last `keep` columns; asks the model to skip the LM head elsewhere when it can."""
     kwargs = {}

@@ -8,9 +8,11 @@ position ids; see `hacrl.rollout.logprobs`) and costs about the same on small mo
 the sampler section).
 
 Cache handling works with transformers 4.46+ and 5.x: the prefill call is made with `use_cache=True` and no
-`past_key_values`, and the cache object the model returns is passed back on every later call together with
-the full 2-D attention mask and the new tokens' explicit `position_ids`. No `cache_position` is passed
-(5.x removed it from the model forwards; 4.x derives it from the cache length, which is what we want).
+cache, and the cache object the model returns is passed back on every later call together with the full 2-D
+attention mask and the new tokens' explicit `position_ids`. The cache goes in and out under the name the
+model's forward declares (`cache` in transformers 5.24, `past_key_values` before the rename; `cache_keyword`), so
+no deprecation warning is triggered and the numbers are the same under either name. No `cache_position` is
+passed (5.x removed it from the model forwards; 4.x derives it from the cache length, which is what we want).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from hacrl.rollout.logprobs import accepts_logits_to_keep, position_ids_from_mask
+from hacrl.rollout.logprobs import accepts_logits_to_keep, cache_keyword, position_ids_from_mask, returned_cache
 
 __all__ = ["Sample", "SamplingParams", "sample"]
 
@@ -205,6 +207,7 @@ def _sample_batch(
     next_position = positions[:, -1] + 1
 
     extra = {"logits_to_keep": 1} if accepts_logits_to_keep(type(model)) else {}
+    cache_kw = cache_keyword(type(model))
     out = model(
         input_ids=input_ids,
         attention_mask=prompt_mask,
@@ -212,7 +215,7 @@ def _sample_batch(
         use_cache=True,
         **extra,
     )
-    cache = out.past_key_values
+    cache = returned_cache(out, cache_kw)
     logits = out.logits[:, -1, :]
 
     tokens = torch.full((batch, steps), pad_id, dtype=torch.long, device=device)
@@ -240,10 +243,10 @@ def _sample_batch(
             input_ids=chosen.unsqueeze(-1),
             attention_mask=attention_mask[:, : width + step + 1],
             position_ids=next_position.unsqueeze(-1),
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kw: cache},
         )
-        cache = out.past_key_values
+        cache = returned_cache(out, cache_kw)
         logits = out.logits[:, -1, :]
         next_position = next_position + 1
     return tokens, logps, lengths, stopped

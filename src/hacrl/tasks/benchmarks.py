@@ -326,7 +326,8 @@ def load_benchmark(
         except _NoGold as exc:
             msg = f"{file}, row {rowno}: {exc}"
             if not skip_bad_rows:
-                raise BenchmarkDataError(msg + " (pass skip_bad_rows=True to skip such rows)") from None
+                raise BenchmarkDataError(msg + " (to skip such rows: task.options.skip_bad_rows: true in a run "
+                                         "config, or hacrl eval --skip-bad-rows)") from None
             skipped.append(msg)
         if limit is not None and len(problems) >= limit:
             break

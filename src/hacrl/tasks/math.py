@@ -879,6 +879,7 @@ class MathTask(FixedSplits):
         max_train: int | None = None,
         max_eval: int | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        skip_bad_rows: bool = False,
     ) -> MathTask:
         """Build from benchmark names (see `BENCHMARK_FILES`) in `data_dir` (default: $HACRL_MATH_DATA).
 
@@ -890,8 +891,9 @@ class MathTask(FixedSplits):
         for n in [train, *eval_names]:  # all names checked before any file is read
             if n not in BENCHMARK_FILES:
                 raise ValueError(f"unknown benchmark {n!r}; valid names: {', '.join(BENCHMARK_FILES)}")
-        train_rows = load_benchmark(train, data_dir, limit=max_train)
-        eval_rows = [p for n in eval_names for p in load_benchmark(n, data_dir, limit=max_eval)]
+        train_rows = load_benchmark(train, data_dir, limit=max_train, skip_bad_rows=skip_bad_rows)
+        eval_rows = [p for n in eval_names
+                     for p in load_benchmark(n, data_dir, limit=max_eval, skip_bad_rows=skip_bad_rows)]
         return cls(train_rows, eval_rows, name=name or f"{train}->{'+'.join(eval_names)}", timeout_s=timeout_s)
 
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
@@ -899,7 +901,7 @@ class MathTask(FixedSplits):
         return score_many(list(completions), [p.answer for p in problems], timeout_s=self.timeout_s)
 
 
-_OPTION_KEYS = ("train", "eval", "data_dir", "max_train", "max_eval", "timeout_s", "name")
+_OPTION_KEYS = ("train", "eval", "data_dir", "max_train", "max_eval", "timeout_s", "name", "skip_bad_rows")
 
 
 def math_task_from_options(options: Mapping[str, Any]) -> MathTask:
@@ -907,7 +909,8 @@ def math_task_from_options(options: Mapping[str, Any]) -> MathTask:
 
     `train` (benchmark name, default "math_train"), `eval` (a name, a comma-separated string or a list;
     default "math500"), `data_dir` (default $HACRL_MATH_DATA), `max_train` / `max_eval` (first N rows),
-    `timeout_s` (per-answer deadline, default 5; null disables it), `name`. Wrong keys or types raise
+    `timeout_s` (per-answer deadline, default 5; null disables it), `name`, `skip_bad_rows` (skip, count and
+    log rows without a question or gold answer instead of stopping; default false). Wrong keys or types raise
     ValueError / TypeError naming the option, so the config error points at the line to fix.
     """
     unknown = [k for k in options if k not in _OPTION_KEYS]
@@ -938,10 +941,13 @@ def math_task_from_options(options: Mapping[str, Any]) -> MathTask:
     if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
         raise TypeError(f"option 'data_dir' must be a path, got {data_dir!r}")
     name = options.get("name")
+    skip = options.get("skip_bad_rows", False)
+    if not isinstance(skip, bool):
+        raise TypeError(f"option 'skip_bad_rows' must be true or false, got {skip!r}")
     return MathTask.from_benchmarks(
         train, eval_names, data_dir=data_dir, name=str(name) if name is not None else None,
         max_train=limits["max_train"], max_eval=limits["max_eval"],
-        timeout_s=float(timeout) if timeout is not None else None,
+        timeout_s=float(timeout) if timeout is not None else None, skip_bad_rows=skip,
     )
 
 

@@ -3,59 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 from hacrl.config import ConfigError, TaskConfig
-from hacrl.tasks.base import FunctionRewardTask, RewardFunction, Task
+from hacrl.rewards import load_reward_function, reward_specs
+from hacrl.tasks.base import FunctionRewardTask, Task
 from hacrl.tasks.splits import HeldOutHalf
 
-TASK_NAMES = ("arithmetic", "math")
+__all__ = ["TASK_NAMES", "HeldOutHalf", "load_reward_function", "make_task"]
+
+TASK_NAMES = ("arithmetic", "math", "dataset")
 
 
 def make_task(cfg: TaskConfig) -> Task:
     """Build the task named in the config; a wrong option names `task.options.<field>` and the valid ones.
 
-    With `reward_fn`, the task's problems are scored by the user's function instead of its verifier.
+    With `reward_fn` (one spec or a list, weighted by `reward_weights` as TRL's `reward_funcs` and
+    `reward_weights`), the task's problems are scored by the user's functions instead of its verifier.
     """
+    specs = reward_specs(cfg.reward_fn)
+    functions = [load_reward_function(spec, where=f"task.reward_fn[{i}]" if len(specs) > 1 else "task.reward_fn")
+                 for i, spec in enumerate(specs)]  # imported first: a typo fails before any data is read
     task = _base_task(cfg)
     if cfg.eval_split != "test":
         try:
             task = HeldOutHalf(task, cfg.eval_split)
         except ValueError as exc:
             raise ConfigError(f"task.eval_split: {exc}") from exc
-    if cfg.reward_fn is None:
+    if not functions:
         return task
-    return FunctionRewardTask(f"{task.name}+{cfg.reward_fn}", task.train_problems(), task.eval_problems(),
-                              load_reward_function(cfg.reward_fn), max_error_rate=cfg.max_reward_error_rate)
-
-
-def load_reward_function(spec: str) -> RewardFunction:
-    """Import `module:function` or `file.py:function`; errors name `task.reward_fn` and what is wrong."""
-    if ":" not in spec:
-        raise ConfigError(f"task.reward_fn: expected 'module:function' or 'file.py:function', got {spec!r}")
-    where, name = spec.rsplit(":", 1)
-    try:
-        if where.endswith(".py"):
-            path = Path(where)
-            if not path.is_file():
-                raise ConfigError(f"task.reward_fn: file {where!r} does not exist")
-            module_spec = importlib.util.spec_from_file_location(f"hacrl_user_reward_{path.stem}", path)
-            assert module_spec is not None and module_spec.loader is not None
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"task.reward_fn: cannot import {where!r}: {type(exc).__name__}: {exc}") from exc
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ConfigError(f"task.reward_fn: {where!r} has no function {name!r}")
-    return fn
+    return FunctionRewardTask(f"{task.name}+{'+'.join(specs)}", task.train_problems(), task.eval_problems(),
+                              functions, weights=cfg.reward_weights, labels=specs,
+                              max_error_rate=cfg.max_reward_error_rate)
 
 
 def _base_task(cfg: TaskConfig) -> Task:
@@ -70,6 +49,10 @@ def _base_task(cfg: TaskConfig) -> Task:
             return math_task_from_options(cfg.options)
         except (TypeError, ValueError, FileNotFoundError) as exc:
             raise ConfigError(f"task.options: {exc}") from exc
+    if cfg.name == "dataset":
+        from hacrl.tasks.dataset import dataset_task_from_options
+
+        return dataset_task_from_options(cfg.options, needs_answer=cfg.reward_fn is None)
     raise ConfigError(f"task.name: {cfg.name!r} is not one of {', '.join(TASK_NAMES)}")
 
 
