@@ -78,7 +78,7 @@ def test_recomputed_old_logprobs_make_the_first_self_ratio_exactly_one(tmp_path:
     arithmetic = ArithmeticTask(ArithmeticConfig(n_train=200, n_eval=20))
     task = FunctionRewardTask("graded", arithmetic.train_problems(), arithmetic.eval_problems(),
                               lambda prompts, completions, **_: [(len(c) % 7) / 6 for c in completions])
-    cfg = tiny_run_config(tmp_path, algorithm="gspo", steps=1, minibatch_size=64)
+    cfg = tiny_run_config(tmp_path, algorithm="gspo", steps=1, minibatch_size=8)
     for agent in cfg["agents"]:
         agent["rollout"] = {"old_logprobs": "recompute"}
     trainer = Trainer(config_from_dict(cfg), task=task)

@@ -125,7 +125,7 @@ def test_old_logprobs_policy_first_self_ratio_and_gap(tmp_path: Path, mode: str)
     the denominators are the trainer's own log-probs, so the first update's self ratios are exactly 1. `engine`:
     the engine's denominators, each response's advantage scaled by min(pi_trainer / pi_engine, 2). Both log the
     engine-trainer gap, which stays within the tests' bound."""
-    cfg = tiny_run_config(tmp_path, algorithm="gspo", steps=1, minibatch_size=64,
+    cfg = tiny_run_config(tmp_path, algorithm="gspo", steps=1, minibatch_size=8,
                           agents=[("char", CHAR_H32), ("bpe", BPE_H32)]) | {"threads": 1}
     for agent in cfg["agents"]:
         agent["rollout"] = vllm_rollout() | ({"old_logprobs": mode} if mode == "engine" else {})

@@ -61,4 +61,6 @@ class SequentialExecutor:
         return [method(w, *a) for w, a in zip(self.workers, args, strict=True)]
 
     def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
         self.workers = []

@@ -195,6 +195,12 @@ class AgentWorker:
                                   "checkpoint") from exc
         self.backend.sync_weights()  # an engine backend samples from the restored weights from now on
 
+    def close(self) -> None:
+        """Release what the worker holds outside Python's reach (an engine backend's engine)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
     def state_tensors(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 

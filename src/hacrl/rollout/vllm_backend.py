@@ -115,6 +115,8 @@ def _retire(llm: Any) -> None:
     global _open_engines
     _open_engines -= 1
     _retired_engines.append(llm)
+    if _sleeper is llm:  # a closed engine cannot be asked to wake later: wake the process now
+        _wake_process()
     if _open_engines > 0:
         return
     _wake_process()
