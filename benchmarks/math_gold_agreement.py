@@ -1,4 +1,4 @@
-"""Does `hacrl.tasks.math.score` accept each benchmark's own gold solution? (and reject a wrong one?)
+"""Does `hacrl.tasks.math_verify.score` accept each benchmark's own gold solution? (and reject a wrong one?)
 
 For every benchmark file, each row's reference response is scored against the row's gold answer as
 `load_benchmark` reads it:
@@ -29,17 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hacrl.tasks.benchmarks import reference_response
-from hacrl.tasks.math import (
-    BENCHMARK_FILES,
-    clear_score_cache,
-    extract_answer,
-    load_benchmark,
-    normalize_answer,
-    reset_score_stats,
-    score_many,
-    score_stats,
-)
+from hacrl.tasks import math_verify
+from hacrl.tasks.benchmarks import BENCHMARK_FILES, load_benchmark, reference_response
+from hacrl.tasks.math_answers import extract_answer, normalize_answer
+from hacrl.tasks.math_verify import ScoreStats, clear_score_cache, score_many
 
 
 def _data_dir(arg: str | None) -> Path:
@@ -69,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the normalised-string shortcut: every pair goes to math-verify (diagnostic)")
     args = ap.parse_args(argv)
     if args.verifier_only:
-        import hacrl.tasks.math as math_mod
-
-        math_mod._STRING_FAST_PATH = False
+        math_verify._STRING_FAST_PATH = False
 
     data = _data_dir(args.data_dir)
     names = args.only.split(",") if args.only else list(BENCHMARK_FILES)
@@ -88,13 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         responses = [reference_response(name, r) for r in rows]
         golds = [p.answer for p in problems]
         clear_score_cache()
-        reset_score_stats()
+        stats = ScoreStats()
         t0 = time.perf_counter()
-        scores = score_many(responses, golds)
+        scores = score_many(responses, golds, stats=stats)
         dt = time.perf_counter() - t0
         total_rows += len(scores)
         total_time += dt
-        stats = score_stats()
         agree = sum(s == 1.0 for s in scores)
         rate = agree / len(scores)
         worst = min(worst, rate)
@@ -107,13 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.negatives:
             neg_idx = [i for i in range(len(golds) - 1)
                        if normalize_answer(golds[i]) != normalize_answer(golds[i + 1])]
-            reset_score_stats()
+            nst = ScoreStats()
             t1 = time.perf_counter()
-            neg = score_many([responses[i] for i in neg_idx], [golds[i + 1] for i in neg_idx])
+            neg = score_many([responses[i] for i in neg_idx], [golds[i + 1] for i in neg_idx], stats=nst)
             neg_dt = time.perf_counter() - t1
             false_acc = [i for i, s in zip(neg_idx, neg, strict=True) if s == 1.0]
             line += f" {len(neg_idx):9d} {len(false_acc):9d} {len(neg_idx) / neg_dt:6.0f}"
-            nst = score_stats()
             if nst.timeouts or nst.errors:
                 report.append(f"  {name} negatives: {nst.timeouts} timeouts, {nst.errors} verifier errors")
             for i in false_acc[: args.show]:

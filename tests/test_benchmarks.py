@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 
 from conftest import shipped_math_data
-from hacrl.tasks.benchmarks import SHIPPED_ROWS, reference_response
-from hacrl.tasks.math import (
+from hacrl.tasks.benchmarks import (
     BENCHMARK_FILES,
+    SHIPPED_ROWS,
     BenchmarkDataError,
-    MathTask,
     default_data_dir,
     load_benchmark,
-    math_task_from_options,
-    score_many,
+    reference_response,
 )
+from hacrl.tasks.math import MathTask, math_task_from_options
+from hacrl.tasks.math_verify import score_many
 
 FIRST_ROWS = 200  # the full-file gold agreement is benchmarks/math_gold_agreement.py
 

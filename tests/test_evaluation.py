@@ -188,6 +188,14 @@ def test_too_long_prompts_are_skipped_and_counted(tmp_path: Path, data_dir: Path
     assert f"{too_long} prompt(s) skipped" in markdown_report(report)
 
 
+def test_math_suites_count_their_own_answer_checks(data_dir: Path) -> None:
+    first, second = evaluation.load_suites("math", "math500,gsm8k", data_dir, 3)[0]
+    assert first.answer_check_timeouts() == 0 and first.stats is not second.stats
+    first.score(first.problems, [f"\\boxed{{{p.answer}}}" for p in first.problems])
+    assert first.stats is not None and second.stats is not None
+    assert (first.stats.calls, first.stats.correct) == (3, 3) and second.stats.calls == 0
+
+
 def test_greedy_and_seeded_sampling_are_reproducible(standins: dict[str, Path]) -> None:
     def texts(**kw: Any) -> list[str]:
         report = evaluate_agents([str(standins["llama"])], task="arithmetic", limit=3, max_new_tokens=8,

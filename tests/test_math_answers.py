@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import pickle
 import signal
 import threading
 import time
 
 import pytest
 
-from hacrl.tasks import math as m
+from hacrl.tasks import math_verify as m
 from hacrl.tasks.base import Problem, Task
-from hacrl.tasks.math import MathTask, extract_answer, normalize_answer, score, score_many, score_stats
+from hacrl.tasks.math import MathTask
+from hacrl.tasks.math_answers import extract_answer, normalize_answer
+from hacrl.tasks.math_verify import ScoreStats, score, score_many
 
 # ---------------------------------------------------------------------------------------------- extraction
 
@@ -158,13 +162,42 @@ def test_score_rejects_empty_gold() -> None:
 
 
 def test_score_many_and_stats() -> None:
-    m.reset_score_stats()
-    got = score_many(["\\boxed{1}", "\\boxed{2}", "nothing", "\\boxed{\\frac{4}{2}}"], ["1", "3", "1", "2"])
+    st = ScoreStats()
+    got = score_many(["\\boxed{1}", "\\boxed{2}", "nothing", "\\boxed{\\frac{4}{2}}"], ["1", "3", "1", "2"], stats=st)
     assert got == [1.0, 0.0, 0.0, 1.0]
-    st = score_stats()
     assert st.calls == 4 and st.correct == 2 and st.no_answer == 1
     with pytest.raises(ValueError, match="2 responses but 1"):
         score_many(["a", "b"], ["1"])
+
+
+def test_stats_belong_to_the_caller() -> None:
+    a, b = ScoreStats(), ScoreStats()
+    score_many(["\\boxed{1}", "nothing"], ["1", "1"], stats=a)
+    score("\\boxed{2}", "2", stats=b)
+    score("\\boxed{3}", "3")  # no stats: counted nowhere
+    assert (a.calls, a.correct, a.no_answer) == (2, 1, 1)
+    assert (b.calls, b.correct, b.no_answer) == (1, 1, 0)
+    copy = pickle.loads(pickle.dumps(a))  # picklable (its lock is not part of it)
+    assert copy == a and dataclasses.asdict(copy) == dataclasses.asdict(a)
+    copy.add(b)
+    assert copy.calls == 3 and a.calls == 2
+
+
+def test_stats_shared_by_threads_add_up() -> None:
+    st = ScoreStats()
+    responses = ["\\boxed{1}", "\\boxed{2}", "none"]
+
+    def run() -> None:
+        for _ in range(20):
+            score_many(responses, ["1", "2", "1"], stats=st)  # all decided without math-verify
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    got = st.snapshot()
+    assert (got.calls, got.correct, got.no_answer, got.verifier_calls) == (240, 160, 80, 0)
 
 
 def test_score_without_timeout() -> None:
@@ -182,30 +215,30 @@ def _busy_forever(pred: str, gold: str) -> bool:
 def test_timeout_main_thread_monkeypatched(monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(m, "_mv_equal", _busy_forever)
-    before = score_stats().timeouts
+    st = ScoreStats()
     handler_before = signal.getsignal(signal.SIGALRM)
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="hacrl.tasks.math"):
-        assert score("\\boxed{\\frac{7}{9}}", "\\frac{14}{18}", timeout_s=0.3) == 0.0
+    with caplog.at_level(logging.WARNING, logger="hacrl.tasks.math_verify"):
+        assert score("\\boxed{\\frac{7}{9}}", "\\frac{14}{18}", timeout_s=0.3, stats=st) == 0.0
     assert time.monotonic() - t0 < 3
-    assert score_stats().timeouts == before + 1
+    assert st.timeouts == 1
     assert any("timed out" in r.getMessage() for r in caplog.records)
     assert signal.getsignal(signal.SIGALRM) is handler_before  # the caller's handler is restored
 
 
 def test_timeout_pathological_expression_main_thread() -> None:
     m.clear_score_cache()
-    before = score_stats()
+    st = ScoreStats()
     t0 = time.monotonic()
-    assert score("\\boxed{2^{10^{10}}}", "3", timeout_s=0.5) == 0.0
+    assert score("\\boxed{2^{10^{10}}}", "3", timeout_s=0.5, stats=st) == 0.0
     assert time.monotonic() - t0 < 5
-    after = score_stats()
-    assert after.timeouts == before.timeouts + 1
+    after = st.snapshot()
+    assert after.timeouts == 1
     # The same answer again is answered from the cache instead of timing out again.
     t1 = time.monotonic()
-    assert score("\\boxed{2^{10^{10}}}", "3", timeout_s=0.5) == 0.0
+    assert score("\\boxed{2^{10^{10}}}", "3", timeout_s=0.5, stats=st) == 0.0
     assert time.monotonic() - t1 < 0.2
-    assert score_stats().cache_hits == after.cache_hits + 1
+    assert st.cache_hits == after.cache_hits + 1
 
 
 def test_outer_alarm_is_rearmed() -> None:
@@ -228,9 +261,9 @@ def test_verifier_error_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("parser exploded")
 
     monkeypatch.setattr(m, "_mv_equal", boom)
-    before = score_stats().errors
-    assert score("\\boxed{\\frac{11}{13}}", "\\frac{22}{26}") == 0.0
-    assert score_stats().errors == before + 1
+    st = ScoreStats()
+    assert score("\\boxed{\\frac{11}{13}}", "\\frac{22}{26}", stats=st) == 0.0
+    assert st.errors == 1
 
 
 def _in_thread(fn):  # type: ignore[no-untyped-def]
@@ -254,15 +287,15 @@ def _in_thread(fn):  # type: ignore[no-untyped-def]
 
 def test_score_in_thread_uses_helper_and_times_out() -> None:
     m.clear_score_cache()
-    before = score_stats()
+    st = ScoreStats()
     results = _in_thread(lambda: score_many(
         ["\\boxed{\\frac{1}{2}}", "\\boxed{3}", "\\boxed{x=4}", "\\boxed{2^{10^{10}}}", "\\boxed{0.25}"],
         ["0.5", "4", "4", "3", "\\frac14"],
         timeout_s=1.0,
+        stats=st,
     ))
     assert results == [1.0, 0.0, 1.0, 0.0, 1.0]
-    after = score_stats()
-    assert after.timeouts == before.timeouts + 1
+    assert st.timeouts == 1
     assert m._POOL is not None  # the math-verify checks ran in a helper process
     # plain `score` works in a thread too
     assert _in_thread(lambda: score("\\boxed{\\dfrac{3}{4}}", "0.75")) == 1.0
@@ -272,11 +305,10 @@ def test_hung_helper_is_killed_and_replaced(monkeypatch: pytest.MonkeyPatch) -> 
     # A helper that does not answer by timeout_s + grace is killed; a negative grace forces that path.
     m.clear_score_cache()
     monkeypatch.setattr(m, "_WORKER_GRACE_S", -0.7)
-    before = score_stats()
-    assert _in_thread(lambda: score("\\boxed{3^{10^{10}}}", "3", timeout_s=1.0)) == 0.0
-    after = score_stats()
-    assert after.timeouts == before.timeouts + 1
-    assert after.worker_restarts >= before.worker_restarts + 1
+    st = ScoreStats()
+    assert _in_thread(lambda: score("\\boxed{3^{10^{10}}}", "3", timeout_s=1.0, stats=st)) == 0.0
+    assert st.timeouts == 1
+    assert st.worker_restarts >= 1
     monkeypatch.setattr(m, "_WORKER_GRACE_S", 2.0)
     assert _in_thread(lambda: score("\\boxed{\\frac{6}{8}}", "0.75")) == 1.0
 
@@ -316,6 +348,7 @@ def test_math_task_protocol_and_score() -> None:
     assert got == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="2 problems but 1"):
         task.score(train, ["x"])
+    assert (task.stats.calls, task.stats.correct, task.stats.no_answer) == (3, 2, 0)
 
 
 def test_math_task_rejects_overlap_and_empty() -> None:

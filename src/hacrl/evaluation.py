@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -42,6 +42,9 @@ from hacrl.config import ConfigError
 from hacrl.evaluator import aggregate, context_limit, decode, pass_at_k, score_completions
 from hacrl.models.loading import stop_token_ids
 from hacrl.tasks.base import Problem
+
+if TYPE_CHECKING:
+    from hacrl.tasks.math_verify import ScoreStats
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +69,21 @@ def wants_best_at_k(benchmark: str) -> bool:
 
 @dataclass
 class Suite:
-    """One benchmark (or the arithmetic held-out split): its problems, how to score them, row counts."""
+    """One benchmark (or the arithmetic held-out split): its problems, how to score them, row counts.
+
+    `stats`: the answer-check counts that `score` adds to (math suites; None where nothing can time out).
+    """
 
     name: str
     problems: list[Problem]
     score: Scorer
     rows_in_file: int | None
     path: str | None = None
+    stats: ScoreStats | None = None
+
+    def answer_check_timeouts(self) -> int:
+        """Answer checks of this suite's `score` that ran out of time so far (0 without `stats`)."""
+        return self.stats.snapshot().timeouts if self.stats is not None else 0
 
     @property
     def best(self) -> bool:
@@ -147,10 +158,13 @@ def load_suites(task: str, benchmarks: str | Iterable[str] | None, data_dir: str
     if task != "math":
         raise ConfigError(f"--task: {task!r} is not one of {', '.join(TASKS)}")
     from hacrl.tasks.benchmarks import BENCHMARK_FILES, BenchmarkDataError, load_benchmark
-    from hacrl.tasks.math import score_many
+    from hacrl.tasks.math_verify import ScoreStats, score_many
 
-    def math_score(problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
-        return score_many(list(completions), [p.answer for p in problems])
+    def math_scorer(stats: ScoreStats) -> Scorer:
+        def math_score(problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
+            return score_many(list(completions), [p.answer for p in problems], stats=stats)
+
+        return math_score
 
     names = parse_benchmarks(benchmarks)
     base = resolve_data_dir(data_dir)
@@ -162,7 +176,9 @@ def load_suites(task: str, benchmarks: str | Iterable[str] | None, data_dir: str
             raise ConfigError(str(exc)) from exc
         file = base / BENCHMARK_FILES[name] if base.is_dir() else base
         rows = len(problems) if limit is None else (_count_rows(file) if file.is_file() else None)
-        suites.append(Suite(name, problems, math_score, rows, str(file) if file.is_file() else None))
+        stats = ScoreStats()
+        suites.append(Suite(name, problems, math_scorer(stats), rows, str(file) if file.is_file() else None,
+                            stats=stats))
     return suites, base
 
 
@@ -192,7 +208,6 @@ def _evaluate_suite(agent: Any, suite: Suite, *, k: int, params: Any, seed: int,
                     samples_out: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Decode k completions per fitting problem (hacrl.evaluator.decode) and score them (score_completions)."""
     from hacrl.rollout.backend import InProcessBackend
-    from hacrl.tasks.math import score_stats
 
     max_new = params.max_new_tokens
     ids = [agent.encode_prompt(p.prompt) for p in suite.problems]
@@ -211,9 +226,9 @@ def _evaluate_suite(agent: Any, suite: Suite, *, k: int, params: Any, seed: int,
                          seed=_suite_seed(seed, suite.name), batch_size=batch_size, device=device,
                          on_batch=bar.update)
     seconds = time.perf_counter() - start
-    timeouts_before = score_stats().timeouts
+    timeouts_before = suite.answer_check_timeouts()
     scored = score_completions(problems, samples, suite.score, k=k, best=suite.best)
-    timeouts = score_stats().timeouts - timeouts_before
+    timeouts = suite.answer_check_timeouts() - timeouts_before
     if samples_out is not None:
         for i, (p, row) in enumerate(zip(problems, scored.matrix, strict=True)):
             for j, correct in enumerate(row):

@@ -330,12 +330,21 @@ class Trainer:
                 "truncated_frac": sum(t.truncated for t in own) / len(own),
                 "rollouts_total": float(totals.rollouts),
                 "generated_tokens_total": float(totals.generated_tokens),
+                **self._verifier_counts(),
                 **result.metrics(),
                 **planning[k],
             }
             metrics[name] = m
             self.tracker.log("train", self.step, name, m)
         return metrics
+
+    def _verifier_counts(self) -> dict[str, float]:
+        """Answer checks that timed out or failed so far (scored 0.0), for tasks whose verifier counts them."""
+        stats = getattr(self.task, "stats", None)
+        if stats is None or not hasattr(stats, "timeouts"):
+            return {}
+        snap = stats.snapshot()
+        return {"verify/timeouts_total": float(snap.timeouts), "verify/errors_total": float(snap.errors)}
 
     # ---------------------------------------------------------------- evaluation
 

@@ -3,10 +3,10 @@
 Each source file names its fields differently and stores the gold answer differently (a `\\boxed{}` in a
 worked solution, text after GSM8K's `####`, a JSON float, a list of strings), so each benchmark has a small
 spec saying where the question and the gold answer are. The gold answer is always turned into one
-non-empty string that `hacrl.tasks.math.score` accepts:
+non-empty string that `hacrl.tasks.math_verify.score` accepts:
 
 * MATH / Minerva: the `answer` field if the file has one, else the last `\\boxed{}` in `solution`
-  (two boxes joined only by "and" make a list, see `hacrl.tasks.math.last_boxed`); two MATH train rows
+  (two boxes joined only by "and" make a list, see `hacrl.tasks.math_answers.last_boxed`); two MATH train rows
   have an empty box and get their gold from `_ERRATA` (by `unique_id`);
 * GSM8K: the text after the last `#### ` in `answer`, thousands commas removed (`1,080` -> `1080`);
 * AMC: a float answer is written as an integer when it is one (`27.0` -> `27`);
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hacrl.tasks.base import Problem
+from hacrl.tasks.math_answers import last_boxed
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ BENCHMARK_FILES: dict[str, str] = {
     "minerva": "minerva_math.jsonl",
     "olympiadbench": "olympiadbench.jsonl",
 }
-"""Default file name of each benchmark inside a data directory (the files described in SOURCES.md)."""
+"""Default file name of each benchmark inside a data directory."""
 
 SHIPPED_ROWS: dict[str, int] = {
     "math_train": 7500,
@@ -106,8 +107,6 @@ def _gold_value(value: Any) -> str:
 
 
 def _gold_boxed(solution: Any) -> str:
-    from hacrl.tasks.math import last_boxed  # here, not at the top: math.py re-exports this module
-
     if isinstance(solution, list):  # some files keep the solution as a list of paragraphs
         solution = "\n".join(str(s) for s in solution)
     if not isinstance(solution, str) or not solution.strip():

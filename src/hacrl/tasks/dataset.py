@@ -321,12 +321,16 @@ class DatasetTask(FixedSplits):
                                f"(first: {overlap[0].id}, {overlap[0].prompt[:60]!r}); use disjoint files")
         super().__init__(opts.name or f"dataset:{Path(opts.train).name}", train, evaluation)
         self.timeout_s = opts.timeout_s
+        from hacrl.tasks.math_verify import ScoreStats
+
+        self.stats = ScoreStats()  # this task's answer checks (timeouts, errors), as MathTask keeps them
 
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
-        from hacrl.tasks.math import score_many
+        from hacrl.tasks.math_verify import score_many
 
         check_same_length(problems, completions)
-        return score_many(list(completions), [p.answer for p in problems], timeout_s=self.timeout_s)
+        return score_many(list(completions), [p.answer for p in problems], timeout_s=self.timeout_s,
+                          stats=self.stats)
 
 
 def dataset_task_from_options(options: Mapping[str, Any], *, needs_answer: bool = True) -> DatasetTask:

@@ -43,6 +43,7 @@ class HeldOutHalf(FixedSplits):
             raise ValueError(f"{half!r} is empty: the held-out split has too few problems")
         super().__init__(f"{task.name}[{half}]", task.train_problems(), evaluation)
         self._task = task
+        self.stats = getattr(task, "stats", None)  # the wrapped task's answer-check counts, when it keeps them
 
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
         return self._task.score(problems, completions)
