@@ -166,3 +166,8 @@ def test_paper_preset_trains_on_cpu_with_standins(standins: dict[str, Path], tmp
     preset = PAPER / "qwen3-4b-base_llama3.2-3b-instruct.yaml"
     assert cli_main(["train", str(preset), *(x for s in sets for x in ("--set", s))]) == 0
     assert (tmp_path / "run/checkpoints/step-000001/agents/llama3.2-3b-instruct/model.safetensors").is_file()
+    import json
+
+    train = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    # the math verifier's own counts reach the training metrics (random stand-ins: nothing pathological to time out)
+    assert all(r["verify/timeouts_total"] == 0 for r in train if r["type"] == "train")
