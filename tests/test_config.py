@@ -49,6 +49,21 @@ def base(tmp_path: Path) -> dict:
          r"task.reward_weights: 1 weights for 2 reward functions"),
         (lambda d: d["task"].update(reward_fn=7), r"task.reward_fn: expected a string or a list of strings, got 7"),
         (lambda d: d["task"].update(reward_fn=[]), r"task.reward_fn: an empty list"),
+        (lambda d: d["agents"][1].update(lora={"r": 0}), r"agents\[1\].lora.r: the adapter rank must be >= 1, got 0"),
+        (lambda d: d["agents"][1].update(lora={"r": -4}), r"agents\[1\].lora.r: the adapter rank must be >= 1, got -4"),
+        (lambda d: d["agents"][1].update(lora={"rank": 8}),
+         r"agents\[1\].lora.rank: unknown field \(valid: r, alpha, dropout, target_modules; also lora_alpha, "
+         r"lora_dropout\)"),
+        (lambda d: d["agents"][1].update(lora={"alpha": 0}), r"agents\[1\].lora.alpha: must be a number > 0"),
+        (lambda d: d["agents"][1].update(lora={"alpha": 8, "lora_alpha": 16}),
+         r"agents\[1\].lora.lora_alpha: the same field as 'agents\[1\].lora.alpha'; give only one"),
+        (lambda d: d["agents"][1].update(lora={"lora_dropout": 0.05}),
+         r"agents\[1\].lora.dropout: must be 0, got 0.05: .* outside GSPO/HACPO's 3e-4 clip window"),
+        (lambda d: d["agents"][1].update(lora={"target_modules": "q_proj"}),
+         r"agents\[1\].lora.target_modules: a list of module names .* or 'all-linear', got 'q_proj'"),
+        (lambda d: d["agents"][1].update(lora={"target_modules": []}),
+         r"agents\[1\].lora.target_modules: name at least one module"),
+        (lambda d: d["agents"][1].update(lora=8), r"agents\[1\].lora: expected a mapping of fields, got 8"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, mutate, message: str) -> None:
@@ -109,3 +124,29 @@ def test_reward_fn_list_and_weights(tmp_path: Path) -> None:
     data["task"].update(reward_fn=["rewards:graded", "rewards:graded"], reward_weights=[1, 0.5])
     task = config_from_dict(data).task
     assert task.reward_fn == ["rewards:graded", "rewards:graded"] and task.reward_weights == [1.0, 0.5]
+
+
+def test_lora_takes_peft_names_and_defaults_alpha_to_twice_the_rank(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    data["agents"][0]["lora"] = {"r": 8, "lora_alpha": 4, "lora_dropout": 0.0, "target_modules": ["c_attn"]}
+    data["agents"][1]["lora"] = {}
+    first, second = (a.lora for a in config_from_dict(data).agents)
+    assert first is not None and (first.r, first.effective_alpha, first.target_modules) == (8, 4.0, ["c_attn"])
+    assert second is not None and (second.r, second.effective_alpha, second.target_modules) == (16, 32.0, "all-linear")
+    data["agents"][1].pop("lora")
+    assert config_from_dict(data).agents[1].lora is None  # full-parameter training unless asked
+
+
+def test_lora_without_peft_names_the_field_and_the_install_command(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    data = base(tmp_path)
+    data["agents"][1]["lora"] = {"r": 8}
+    with pytest.raises(ConfigError, match=r"agents\[1\].lora: LoRA agents need peft, which is not installed "
+                                          r"\(pip install 'hacrl\[lora\]' \(or pip install peft\)\)"):
+        config_from_dict(data)
+    data["agents"][1].pop("lora")
+    config_from_dict(data)  # full agents never need peft

@@ -9,11 +9,12 @@ the same (`num_generations`, `beta`, `epsilon` via eps_low/eps_high, `loss_type`
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -56,6 +57,35 @@ class RolloutConfig:
     importance_sampling_cap: float | None = 2.0  # "engine" only; None: no correction
 
 
+LORA_ALL_LINEAR = "all-linear"
+LORA_INSTALL_HINT = "pip install 'hacrl[lora]' (or pip install peft)"
+
+
+@dataclass
+class LoraConfig:
+    """Train this agent through LoRA adapters (peft) instead of all its weights (docs/lora.md).
+
+    Why LoRA: full-parameter AdamW holds weights, gradients and two moments per parameter, so a pair of
+    billion-parameter agents does not fit on one GPU; with LoRA only the adapters have gradients and optimizer
+    state. The names are hacrl's short ones; peft's `lora_alpha` and `lora_dropout` are accepted for them.
+    """
+
+    ALIASES: ClassVar[dict[str, str]] = {"lora_alpha": "alpha", "lora_dropout": "dropout"}
+
+    r: int = 16  # adapter rank
+    alpha: float | None = None  # peft's lora_alpha; the update is scaled by alpha / r. None: 2 * r
+    # peft's lora_dropout. Must be 0: hacrl samples and recomputes log-probs without dropout so that a fresh
+    # response's ratio is exactly 1 (GSPO/HACPO clip at 3e-4; dropout noise would clip every response).
+    dropout: float = 0.0
+    # Leaf module names (peft matches `name` or `*.name`), or "all-linear": every Linear/Conv1D layer except the
+    # output layer (peft's shorthand).
+    target_modules: list[str] | str = LORA_ALL_LINEAR
+
+    @property
+    def effective_alpha(self) -> float:
+        return float(self.alpha) if self.alpha is not None else 2.0 * self.r
+
+
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 """Accepted `agents[i].dtype` values (auto: bf16 on CUDA, fp32 on CPU)."""
 
@@ -78,6 +108,7 @@ class AgentConfig:
     num_generations: int | None = None  # per-agent G_j (docs/method.md §1); None = training.num_generations
     threads: int | None = None  # torch threads for this agent's worker (Ray executor); None = executor default
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    lora: LoraConfig | None = None  # None: full-parameter training
 
 
 @dataclass
@@ -258,12 +289,15 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where or 'config'}: expected a mapping of fields, got {data!r}")
     hints = get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
+    data = _resolve_aliases(cls, data, where)
     unknown = [k for k in data if k not in known]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(str(key), known, n=1)
+        aliases = list(getattr(cls, "ALIASES", {}))
+        close = difflib.get_close_matches(str(key), [*known, *aliases], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{_join(where, str(key))}: unknown field{hint} (valid: {', '.join(known)})")
+        also = f"; also {', '.join(aliases)}" if aliases else ""
+        raise ConfigError(f"{_join(where, str(key))}: unknown field{hint} (valid: {', '.join(known)}{also})")
     kwargs = {}
     for name, f in known.items():
         path = _join(where, name)
@@ -272,6 +306,21 @@ def _build(cls: type, data: Any, where: str) -> Any:
         elif f.default is MISSING and f.default_factory is MISSING:
             raise ConfigError(f"{path}: required field is missing")
     return cls(**kwargs)
+
+
+def _resolve_aliases(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Rename the other accepted names of a section's fields (`ALIASES`, e.g. peft's `lora_alpha`); giving both
+    names of one field is an error."""
+    aliases: dict[str, str] = getattr(cls, "ALIASES", {})
+    if not any(k in aliases for k in data):
+        return data
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = aliases.get(key, key)
+        if name in out:
+            raise ConfigError(f"{_join(where, str(key))}: the same field as {_join(where, name)!r}; give only one")
+        out[name] = value
+    return out
 
 
 def _join(where: str, name: str) -> str:
@@ -295,6 +344,7 @@ def _validate(cfg: RunConfig) -> None:
         if agent.threads is not None and agent.threads < 1:
             raise ConfigError(f"agents[{i}].threads: must be >= 1, got {agent.threads}")
         _validate_rollout(cfg, i)
+        _validate_lora(agent.lora, f"agents[{i}].lora")
         if agent.dtype not in DTYPE_NAMES:
             raise ConfigError(f"agents[{i}].dtype: {agent.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
     if not is_known(cfg.algorithm.name):
@@ -407,6 +457,31 @@ def _validate_rewards(task: TaskConfig) -> None:
             raise ConfigError(f"task.reward_weights: {bad[0]} is not a finite number")
     if not 0 <= task.max_reward_error_rate <= 1:
         raise ConfigError(f"task.max_reward_error_rate: must be in [0, 1], got {task.max_reward_error_rate}")
+
+
+def _validate_lora(lora: LoraConfig | None, where: str) -> None:
+    """Ranges and types of a LoRA section, and that peft is installed; whether the target modules exist needs the
+    model, so `hacrl.models.lora.apply_lora` checks that when the agent loads, before any training."""
+    if lora is None:
+        return
+    if lora.r < 1:
+        raise ConfigError(f"{where}.r: the adapter rank must be >= 1, got {lora.r}")
+    if lora.alpha is not None and not (lora.alpha > 0 and math.isfinite(lora.alpha)):
+        raise ConfigError(f"{where}.alpha: must be a number > 0 (the update is scaled by alpha / r), got {lora.alpha}")
+    if lora.dropout != 0:
+        raise ConfigError(f"{where}.dropout: must be 0, got {lora.dropout}: hacrl samples and recomputes log-probs "
+                          "without dropout so that a fresh response's ratio is exactly 1; dropout noise would move "
+                          "every sequence ratio outside GSPO/HACPO's 3e-4 clip window")
+    targets = lora.target_modules
+    if isinstance(targets, str):
+        if targets != LORA_ALL_LINEAR:
+            raise ConfigError(f"{where}.target_modules: a list of module names (e.g. [q_proj, v_proj]) or "
+                              f"{LORA_ALL_LINEAR!r}, got {targets!r}")
+    elif not targets or not all(t.strip() for t in targets):
+        raise ConfigError(f"{where}.target_modules: name at least one module (no empty names), or "
+                          f"{LORA_ALL_LINEAR!r}; got {targets!r}")
+    if importlib.util.find_spec("peft") is None:
+        raise ConfigError(f"{where}: LoRA agents need peft, which is not installed ({LORA_INSTALL_HINT})")
 
 
 def _validate_rollout(cfg: RunConfig, i: int) -> None:
