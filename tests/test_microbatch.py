@@ -30,6 +30,10 @@ CASES: dict[str, dict[str, Any]] = {
     "grpo-loss-bnpo": {"algorithm": "grpo", "algo": {"loss_type": "bnpo"}},
     "grpo-loss-dr_grpo": {"algorithm": "grpo", "algo": {"loss_type": "dr_grpo"}},
     "hacpo-kl": {"algorithm": "hacpo", "algo": {"beta": 0.1}},
+    # LoRA agents (both; the KL reference is then the base with the adapters off)
+    "hacpo-lora": {"algorithm": "hacpo", "lora": True},
+    "grpo-lora": {"algorithm": "grpo", "lora": True},
+    "hacpo-kl-lora": {"algorithm": "hacpo", "algo": {"beta": 0.1}, "lora": True},
 }
 
 
@@ -62,12 +66,26 @@ def gradients(tmp: Path, spec: dict[str, Any], budget: int | None, monkeypatch: 
     cfg["algorithm"].update(spec.get("algo", {}))
     for agent in cfg["agents"]:
         agent["lr"] = 1e-12
+        if spec.get("lora"):
+            agent["lora"] = {"r": 4}
     trainer = Trainer(config_from_dict(cfg), task=coin_task())
     try:
+        if spec.get("lora"):
+            start_adapters_off_zero(trainer)
         trainer.train_step()
     finally:
         trainer.close()
     return [list(g) for g in RecordingAdamW.log]
+
+
+def start_adapters_off_zero(trainer: Trainer) -> None:
+    """Nonzero lora_B (the same in both runs): at peft's zero start lora_A's gradient is exactly 0, which would
+    leave half of the adapters untested."""
+    with torch.no_grad():
+        for worker in trainer.executor.workers:
+            for name, p in worker.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(len(name)))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -103,10 +121,13 @@ def test_the_budget_cuts_rows_in_order_and_refuses_a_row_larger_than_itself() ->
         split_by_tokens([4], tokens, 49)
 
 
-def test_a_budget_below_one_response_is_refused_before_training(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_budget_below_one_response_is_refused_before_training(tmp_path: Path, lora: bool) -> None:
     from hacrl.config import ConfigError
 
     cfg = tiny_run_config(tmp_path, max_tokens_per_microbatch=20)  # prompts ~10 tokens + 16 new (+ cross 32)
+    if lora:
+        cfg["agents"][0]["lora"] = {"r": 4}
     with pytest.raises(ConfigError, match=r"training.max_tokens_per_microbatch: 20 is smaller than one response of "
                                           r"agent 'char'.*raise it to at least \d+"):
         Trainer(config_from_dict(cfg), task=coin_task())

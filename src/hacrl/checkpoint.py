@@ -29,6 +29,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
+OPTIMIZER_FILE = "optimizer.pt"
+WORKER_STATE_FILE = "worker_state.pt"
+"""Beside an agent's weights in its checkpoint directory: its optimizer state, and its sampling RNG and counters
+(`AgentWorker.save`); training state, not part of the model (`hacrl export` leaves them out)."""
 PREFIX = "step-"
 _TMP = re.compile(r"^\.tmp-step-\d+-(?P<pid>\d+)(?:@(?P<host>.+))?$")
 

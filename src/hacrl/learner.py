@@ -171,9 +171,11 @@ def gate_rows(old_seq_logps: Tensor, source_logps: Tensor, gate: CompatibilityGa
 
 
 def zero_gradient_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """An optimizer step on an all-zero gradient (what a mini-batch of zero-advantage rows amounts to)."""
+    """An optimizer step on an all-zero gradient (what a mini-batch of zero-advantage rows amounts to). Frozen
+    parameters (a LoRA agent's base) get no gradient: it would cost their size in memory and change nothing."""
     for p in model.parameters():
-        p.grad = torch.zeros_like(p)
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
     optimizer.step()
 
 
@@ -376,7 +378,8 @@ class Learner:
             loss_value += float(loss.detach())
             total = piece_stats if total is None else total.merged(piece_stats)
         assert total is not None
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.requires_grad], self.max_grad_norm))
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             stats.skipped += self._skip(step, m, f"loss {loss_value}, grad norm {grad_norm}")

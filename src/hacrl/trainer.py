@@ -114,7 +114,8 @@ class RunSummary:
 
 def _fingerprint(cfg: RunConfig) -> dict[str, Any]:
     return {
-        "agents": [[a.name, a.model] for a in cfg.agents],
+        # a LoRA agent's entry names its adapters too (full agents keep the entry of checkpoints before LoRA)
+        "agents": [[a.name, a.model] + ([asdict(a.lora)] if a.lora is not None else []) for a in cfg.agents],
         "algorithm": cfg.algorithm.name,
         "task": asdict(cfg.task),
         "seed": cfg.seed,

@@ -20,9 +20,11 @@ import torch
 from torch import Tensor
 
 from hacrl.algorithms.objective import Objective
+from hacrl.checkpoint import OPTIMIZER_FILE, WORKER_STATE_FILE, CheckpointError, load_tensors
 from hacrl.config import AgentConfig
 from hacrl.learner import Learner, LearnRequest, LearnResult, NonFiniteUpdateError
 from hacrl.models.loading import LoadedAgent, load_agent, stop_token_ids
+from hacrl.models.lora import BaseModel, apply_lora, is_lora, load_adapter, save_adapter, trainable_parameters
 from hacrl.rollout.backend import RolloutBackend, make_backend
 from hacrl.rollout.sampler import Sample, SamplingParams
 
@@ -30,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["AgentWorker", "NonFiniteUpdateError", "WorkerSettings"]
 
-OPTIMIZER_FILE = "optimizer.pt"
-WORKER_STATE_FILE = "worker_state.pt"
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,19 @@ class AgentWorker:
             system_prompt=agent.system_prompt, trust_remote_code=agent.trust_remote_code,
             gradient_checkpointing=agent.gradient_checkpointing, progress=settings.progress,
         )
+        if agent.lora is not None:
+            self.agent.model = apply_lora(self.agent.model, agent.lora, seed=settings.seed * 1000 + settings.index,
+                                          where=f"agents[{settings.index}].lora", agent_name=agent.name)
         self.model = self.agent.model
         self.backend: RolloutBackend = make_backend(
             agent, self.model, self.agent.tokenizer, self.agent.path, stop_token_ids(self.agent.tokenizer, self.model),
             settings.sampling, index=settings.index, context_limit=self.context_limit())
         self.device = torch.device(agent.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=agent.lr, weight_decay=agent.weight_decay)
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=agent.lr,
+                                           weight_decay=agent.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed * 1000 + settings.index)
         objective = settings.objective
-        reference = copy.deepcopy(self.model).eval().requires_grad_(False) if objective.kl_beta > 0 else None
+        reference = self._kl_reference() if objective.kl_beta > 0 else None
         self.learner = Learner(
             name=agent.name, index=settings.index, seed=settings.seed, model=self.model, optimizer=self.optimizer,
             objective=objective, minibatch_size=settings.minibatch_size, max_grad_norm=settings.max_grad_norm,
@@ -89,6 +93,12 @@ class AgentWorker:
             gradient_checkpointing=agent.gradient_checkpointing, on_update=self.backend.sync_weights,
             reference=reference)
         self._prompt_cache: dict[str, list[int]] = {}
+
+    def _kl_reference(self) -> torch.nn.Module:
+        """The frozen initial policy: a copy of a full agent; a LoRA agent's own base (adapters off), no copy."""
+        if is_lora(self.model):
+            return BaseModel(self.model)
+        return copy.deepcopy(self.model).eval().requires_grad_(False)
 
     def rollout_info(self) -> dict[str, Any]:
         """Which backend samples for this agent, and (engine backends) how often and how long weights were pushed."""
@@ -148,10 +158,14 @@ class AgentWorker:
     # ---------------------------------------------------------------- state
 
     def save(self, directory: str) -> None:
-        """Weights in HF format (safetensors) + tokenizer + optimizer + sampling RNG, into `directory`."""
+        """Weights in HF format (safetensors; a LoRA agent: its adapters only, as a peft adapter directory) +
+        tokenizer + optimizer + sampling RNG, into `directory`."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out, safe_serialization=True)
+        if is_lora(self.model):
+            save_adapter(self.model, out)
+        else:
+            self.model.save_pretrained(out, safe_serialization=True)
         self.agent.tokenizer.save_pretrained(out)
         if self.agent.meta:
             import json
@@ -165,8 +179,6 @@ class AgentWorker:
         """Restore weights, optimizer and RNG written by `save` (safetensors + weights_only loads only)."""
         from safetensors.torch import load_file
 
-        from hacrl.checkpoint import CheckpointError, load_tensors
-
         src = Path(directory)
         shards = sorted(src.glob("*.safetensors"))
         state: dict[str, Tensor] = {}
@@ -176,9 +188,12 @@ class AgentWorker:
             except Exception as exc:  # SafetensorError and friends: a damaged file, named with what to do
                 raise CheckpointError(f"cannot read weights {str(shard)!r}: {exc}; resume from another "
                                       "checkpoint") from exc
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        tied = set(getattr(self.model, "_tied_weights_keys", None) or [])
-        missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+        if is_lora(self.model):
+            missing, unexpected = load_adapter(self.model, state)
+        else:
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+            tied = set(getattr(self.model, "_tied_weights_keys", None) or [])
+            missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
         if missing or unexpected:
             raise ValueError(f"checkpoint {str(src)!r} does not match agent {self.config.name!r}: "
                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -66,6 +66,14 @@ def accepts_logits_to_keep(forward_cls: type) -> bool:
         return False
 
 
+def forward_class(model: torch.nn.Module) -> type:
+    """The class whose `forward` a call on `model` ends in. A wrapper that hands every argument on to an inner
+    model (peft's PeftModel of a LoRA agent, its adapters-off view `hacrl.models.lora.BaseModel`) says so with
+    `get_base_model`; the inner class decides which arguments (`logits_to_keep`, the cache's name) are taken."""
+    inner = getattr(model, "get_base_model", None)
+    return type(inner()) if callable(inner) else type(model)
+
+
 @lru_cache(maxsize=64)
 def cache_keyword(forward_cls: type) -> str:
     """The forward argument that takes a KV cache, as the model's forward declares it: `cache` in transformers
@@ -86,7 +94,7 @@ def returned_cache(output: object, keyword: str) -> object:
 def _forward_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, keep: int) -> Tensor:
     """Logits of the last `keep` columns; asks the model to skip the LM head elsewhere when it can."""
     kwargs = {}
-    if keep < input_ids.shape[1] and accepts_logits_to_keep(type(model)):
+    if keep < input_ids.shape[1] and accepts_logits_to_keep(forward_class(model)):
         kwargs["logits_to_keep"] = keep
     out = model(
         input_ids=input_ids,

@@ -25,7 +25,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from hacrl.rollout.logprobs import accepts_logits_to_keep, cache_keyword, position_ids_from_mask, returned_cache
+from hacrl.rollout.logprobs import (
+    accepts_logits_to_keep,
+    cache_keyword,
+    forward_class,
+    position_ids_from_mask,
+    returned_cache,
+)
 
 __all__ = ["Sample", "SamplingParams", "sample"]
 
@@ -206,8 +212,8 @@ def _sample_batch(
     positions = position_ids_from_mask(prompt_mask)
     next_position = positions[:, -1] + 1
 
-    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(type(model)) else {}
-    cache_kw = cache_keyword(type(model))
+    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(forward_class(model)) else {}
+    cache_kw = cache_keyword(forward_class(model))
     out = model(
         input_ids=input_ids,
         attention_mask=prompt_mask,

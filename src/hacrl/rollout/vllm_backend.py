@@ -236,9 +236,10 @@ def logprobs_mode_for(params: SamplingParams) -> str:
 class VLLMBackend:
     """A `RolloutBackend` on an in-process vLLM `LLM` built from the agent's model directory.
 
-    `model` is the learner (its `state_dict` is what gets pushed), `tokenizer` the agent's own (used to decode
-    only), `model_dir` a Hugging Face directory with the same architecture and initial weights, `sampling` the
-    training sampling settings (they fix the log-prob mode), `where` the config path for error messages.
+    `model` is the learner (its weights, `hf_weights`, are what gets pushed), `tokenizer` the agent's own (used to
+    decode only), `model_dir` a Hugging Face directory with the same architecture and initial weights (a LoRA
+    agent's base), `sampling` the training sampling settings (they fix the log-prob mode), `where` the config path
+    for error messages.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, model_dir: str | Path, stop_token_ids: Sequence[int],
@@ -400,10 +401,15 @@ class VLLMBackend:
             _sleep_process(self)
 
     def push_weights(self) -> None:
-        """Copy the learner's current weights into the running engine, then drop every cached prompt block."""
+        """Copy the learner's current weights into the running engine, then drop every cached prompt block.
+
+        A LoRA learner's adapters are merged into the base weights on the way (`hf_weights`, one layer at a time):
+        the engine runs plain merged weights, not vLLM's LoRA kernels (docs/lora.md has the measurements behind
+        that choice)."""
+        from hacrl.models.lora import hf_weights
+
         start = time.perf_counter()
-        weights = [(name, tensor.detach()) for name, tensor in self.model.state_dict().items()]
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": hf_weights(self.model)})
         self.llm.reset_prefix_cache()
         self.stale = False
         self.pushes += 1

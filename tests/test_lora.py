@@ -1,0 +1,125 @@
+"""LoRA agents beside full-parameter ones: what is trained, what is checkpointed, what an engine and the KL get
+(real peft, real transformers test agents).
+
+One run (module fixture) trains a GPT-2 + character-tokenizer agent with all its weights and a Llama + BPE agent
+through LoRA adapters for two HACPO steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import tiny_run_config
+from hacrl.config import LoraConfig, config_from_dict
+from hacrl.models.loading import AgentLoadError, load_agent
+from hacrl.models.lora import BaseModel, apply_lora, hf_weights
+from hacrl.trainer import Trainer
+from vllm_support import graded_task
+
+CHAR, BPE = "zoo:test-gpt2-char", "zoo:test-llama-bpe"
+R = 4
+INPUT = torch.tensor([[3, 5, 7, 9, 11, 13, 15, 17]])  # ids every test agent's vocabulary holds
+
+
+def lora_run_config(out: Path, **training: Any) -> dict[str, Any]:
+    """The test pair (different architectures and tokenizers) with the Llama agent on LoRA (all linear layers)."""
+    cfg = tiny_run_config(out, **training)
+    cfg["agents"][1]["lora"] = {"r": R}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("lora") / "run"
+    trainer = Trainer(config_from_dict(lora_run_config(out, steps=2)), task=graded_task())
+    try:
+        char, bpe = trainer.executor.workers
+        bpe_start = {k: v.clone() for k, v in bpe.model.state_dict().items()}
+        trainer.run()
+        with torch.no_grad():
+            logits = {w.config.name: w.model(input_ids=INPUT).logits for w in (char, bpe)}
+        return {"out": out, "logits": logits, "bpe_start": bpe_start, "bpe_end": bpe.model.state_dict(),
+                "optimized": [p for g in bpe.optimizer.param_groups for p in g["params"]],
+                "adapters": [p for n, p in bpe.model.named_parameters() if "lora_" in n]}
+    finally:
+        trainer.close()
+
+
+def test_only_the_adapters_are_trained_and_checkpointed(run: dict[str, Any]) -> None:
+    # test-llama-bpe: hidden 32, MLP 64, one layer; LoRA on q,k,v,o (32 -> 32), gate, up (32 -> 64), down (64 -> 32)
+    # holds r x (in + out) per layer: 4 x (4 x 64 + 3 x 96) = 2176 parameters, all of them in the optimizer
+    assert sum(p.numel() for p in run["optimized"]) == R * (4 * 64 + 3 * 96) == 2176
+    assert {id(p) for p in run["optimized"]} == {id(p) for p in run["adapters"]}
+    start, end = run["bpe_start"], run["bpe_end"]
+    frozen = [k for k in start if "lora_" not in k]
+    assert frozen and all(torch.equal(start[k], end[k]) for k in frozen), "the base weights must not move"
+    assert any(not torch.equal(start[k], end[k]) for k in start if "lora_B" in k), "the adapters must learn"
+    agents = run["out"] / "checkpoints" / "step-000002" / "agents"
+    bpe_files = sorted(p.name for p in (agents / "bpe").iterdir())
+    assert "adapter_model.safetensors" in bpe_files and "adapter_config.json" in bpe_files
+    assert "model.safetensors" not in bpe_files  # the frozen base is never written
+    assert (agents / "char" / "model.safetensors").is_file()  # the full agent beside it: its whole weights
+
+
+def test_target_modules_the_model_lacks_are_named_with_the_layers_it_has(tmp_path: Path) -> None:
+    cfg = tiny_run_config(tmp_path / "run")
+    cfg["agents"][0]["lora"] = {"target_modules": ["c_attn", "q_proj"]}
+    with pytest.raises(AgentLoadError, match=r"agents\[0\].lora.target_modules: 'q_proj' matches no module of agent "
+                                             r"'char' \(GPT2LMHeadModel\); its layers LoRA can adapt are named: "
+                                             r"c_attn, c_fc, c_proj, lm_head, wpe, wte \(or use 'all-linear'\)"):
+        Trainer(config_from_dict(cfg), task=graded_task())
+
+
+@pytest.mark.parametrize("recipe", [CHAR, BPE])
+def test_merged_weights_are_peft_merge_under_the_base_names(recipe: str) -> None:
+    """What the vLLM engine gets (`hf_weights`) is bit for bit peft's `merge_and_unload`, under the base model's own
+    parameter names (GPT-2's Conv1D stores its weights transposed: peft's fan_in_fan_out)."""
+    base = load_agent("a", recipe, progress=False).model
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = apply_lora(base, LoraConfig(r=R), seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    merged = dict(hf_weights(model))
+    reference = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert set(merged) == set(before) == set(reference)
+    assert all(torch.equal(merged[k], reference[k]) for k in before)
+    assert any(not torch.equal(merged[k], before[k]) for k in before)  # the adapters are in them
+    assert all(torch.equal(p, before[k.replace(".base_layer.", ".")])
+               for k, p in model.get_base_model().state_dict().items()
+               if "lora_" not in k), "merging must leave the model itself untouched"
+
+
+def test_the_kl_reference_of_a_lora_agent_is_its_base_without_a_copy() -> None:
+    fresh = load_agent("a", BPE, progress=False).model
+    model = apply_lora(load_agent("a", BPE, progress=False).model, LoraConfig(r=R), seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.05)
+        reference = BaseModel(model)
+        assert list(reference.parameters()) == []
+        assert torch.equal(reference(input_ids=INPUT).logits, fresh(input_ids=INPUT).logits)
+        assert not torch.equal(model(input_ids=INPUT).logits, fresh(input_ids=INPUT).logits)  # adapters back on
+
+
+def test_gradient_checkpointing_gives_the_same_adapter_gradients() -> None:
+    grads = []
+    for checkpointing in (False, True):
+        model = apply_lora(load_agent("a", BPE, gradient_checkpointing=checkpointing, progress=False).model,
+                           LoraConfig(r=R), seed=0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.fill_(0.05)
+        model.train()
+        model(input_ids=INPUT, labels=INPUT).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and all(g is not None for g in grads[1].values())
+    assert all(torch.allclose(grads[0][k], grads[1][k], rtol=1e-5, atol=1e-8) for k in grads[0])
