@@ -1,21 +1,27 @@
-"""LoRA agents beside full-parameter ones: what is trained, what is checkpointed, what an engine and the KL get
-(real peft, real transformers test agents).
+"""LoRA agents beside full-parameter ones: what is trained, what is checkpointed, what an engine and the KL get,
+and `hacrl export` of both kinds (real peft, real transformers test agents).
 
 One run (module fixture) trains a GPT-2 + character-tokenizer agent with all its weights and a Llama + BPE agent
-through LoRA adapters for two HACPO steps.
+through LoRA adapters for two HACPO steps, and keeps each agent's logits on a fixed input; the export tests compare
+the exported directories, loaded with transformers / peft alone, against those logits.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
 
 from conftest import tiny_run_config
+from hacrl.cli import main
 from hacrl.config import LoraConfig, config_from_dict
+from hacrl.export import EXPORT_NOTE, export_agent
 from hacrl.models.loading import AgentLoadError, load_agent
 from hacrl.models.lora import BaseModel, apply_lora, hf_weights
 from hacrl.trainer import Trainer
@@ -123,3 +129,68 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients() -> None:
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[1].keys() and all(g is not None for g in grads[1].values())
     assert all(torch.allclose(grads[0][k], grads[1][k], rtol=1e-5, atol=1e-8) for k in grads[0])
+
+
+# ------------------------------------------------------------------ hacrl export
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=INPUT).logits
+
+
+def test_export_gives_the_trained_agents_logits(run: dict[str, Any], tmp_path: Path) -> None:
+    full = export_agent(run["out"], "char", tmp_path / "char")
+    assert full.kind == "full" and not (full.out / "optimizer.pt").exists()
+    assert torch.equal(_logits(AutoModelForCausalLM.from_pretrained(full.out)), run["logits"]["char"])
+
+    adapter = export_agent(run["out"], "bpe", tmp_path / "bpe-adapter")
+    assert adapter.kind == "lora-adapter" and (adapter.out / "adapter_config.json").is_file()
+    note = json.loads((adapter.out / EXPORT_NOTE).read_text())
+    assert note["base_model"] == BPE and note["base_model_path"] == adapter.base_model
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter.base_model), adapter.out)
+    assert torch.equal(_logits(loaded), run["logits"]["bpe"])
+
+    merged = export_agent(run["out"], "bpe", tmp_path / "bpe-merged", merge=True)
+    assert merged.kind == "lora-merged" and not (merged.out / "adapter_config.json").exists()
+    # merged weights compute x (W + s B A) instead of x W + s (x A) B: equal up to float rounding
+    gap = (_logits(AutoModelForCausalLM.from_pretrained(merged.out)) - run["logits"]["bpe"]).abs().max()
+    assert float(gap) < 1e-5
+
+
+def test_an_adapter_directory_is_refused_as_a_model_with_the_export_command(run: dict[str, Any]) -> None:
+    adapters = run["out"] / "checkpoints" / "step-000002" / "agents" / "bpe"
+    with pytest.raises(AgentLoadError, match=r"holds LoRA adapters \(adapter_config.json\), not a whole model; write "
+                                             r"one with `hacrl export RUN_DIR --agent NAME --merge --out DIR`"):
+        load_agent("bpe", str(adapters), progress=False)
+
+
+def test_export_errors_are_one_clear_line(run: dict[str, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = run["out"]
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "file").write_text("x")
+    cases = [
+        (["--agent", "llama"], f"--agent: the run in '{out}' has no agent 'llama'; its agents are char, bpe"),
+        (["--agent", "char", "--out", str(used)],
+         f"--out: '{used}' already exists and is not an empty directory; export into a new directory"),
+        (["--agent", "char", "--checkpoint", "7"],
+         f"--checkpoint: '{out / 'checkpoints' / 'step-000007'}' does not exist; the run's checkpoints are "
+         "step-000002"),
+    ]
+    for extra, message in cases:
+        args = ["export", str(out), *extra]
+        assert main(args if "--out" in extra else [*args, "--out", str(tmp_path / "new")]) == 2
+        assert message in capsys.readouterr().err
+    missing = tmp_path / "nope"
+    assert main(["export", str(missing), "--agent", "char", "--out", str(tmp_path / "new")]) == 2
+    assert f"RUN_DIR '{missing}' does not exist" in capsys.readouterr().err
+    assert main(["export", str(used), "--agent", "char", "--out", str(tmp_path / "new")]) == 2
+    assert f"RUN_DIR '{used}' is not a hacrl run directory (it has no config.yaml)" in capsys.readouterr().err
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    (untrained / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+    assert main(["export", str(untrained), "--agent", "char", "--out", str(tmp_path / "new")]) == 2
+    assert f"RUN_DIR '{untrained}' has no complete checkpoint in" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

@@ -1,4 +1,4 @@
-"""`hacrl` command line: train, demo, eval, zoo (and compare, where available).
+"""`hacrl` command line: train, demo, eval, zoo, compare, export.
 
 Errors a user can fix (bad config, missing model directory, mismatched checkpoint, a used or read-only
 output directory, a full disk) print one clear line and exit with status 2; a stack trace is reserved for
@@ -37,7 +37,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors = list(USER_ERRORS)
     for module, name in (("hacrl.models.loading", "AgentLoadError"), ("hacrl.rollout.sampler", "NonFiniteLogitsError"),
                          ("hacrl.trainer", "ResumeError"), ("hacrl.workers", "NonFiniteUpdateError"),
-                         ("hacrl.checkpoint", "CheckpointError"), ("hacrl.learner", "MicrobatchBudgetError")):
+                         ("hacrl.checkpoint", "CheckpointError"), ("hacrl.learner", "MicrobatchBudgetError"),
+                         ("hacrl.export", "ExportError")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
@@ -140,6 +141,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return run_compare_command(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from hacrl.export import export_agent
+
+    done = export_agent(args.run_dir, args.agent, args.out, merge=args.merge, checkpoint=args.checkpoint)
+    what = {"full": "full weights", "lora-adapter": "LoRA adapters (peft)",
+            "lora-merged": "LoRA adapters merged into the base weights"}[done.kind]
+    print(f"exported agent {done.agent!r} ({what}) from {done.checkpoint} to {done.out}")
+    if args.merge and done.kind == "full":
+        print("  (a full-parameter agent: --merge changes nothing)")
+    print(f"  load it with: {done.how_to_load()}")
+    return 0
+
+
 def _add_run_dir_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const="latest", default=False, metavar="auto|CHECKPOINT",
                    help="continue the run in output_dir from its newest complete checkpoint (an error if there is "
@@ -209,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="write one agent of a run's checkpoint as a plain Hugging Face directory "
+                                     "(full weights, or a LoRA agent's peft adapters)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the output_dir of a `hacrl train` run")
+    p.add_argument("--agent", required=True, metavar="NAME", help="which agent (its name in the run's config)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory to write")
+    p.add_argument("--merge", action="store_true",
+                   help="LoRA agents: merge the adapters into the base weights (loads with transformers alone); "
+                        "default: the peft adapter directory")
+    p.add_argument("--checkpoint", default=None, metavar="PATH|STEP",
+                   help="a checkpoint directory or step number (default: the newest complete checkpoint)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -120,6 +120,9 @@ def load_agent(
     if trust_remote_code:
         logger.warning("agent %s: trust_remote_code is on: running the Python code shipped in %s (only do this "
                        "for model code you trust)", name, path)
+    if not (path / "config.json").is_file() and (path / "adapter_config.json").is_file():
+        raise AgentLoadError(f"agent {name!r}: {str(path)!r} holds LoRA adapters (adapter_config.json), not a whole "
+                             "model; write one with `hacrl export RUN_DIR --agent NAME --merge --out DIR` and use that")
     if not (path / "config.json").is_file():
         raise AgentLoadError(f"agent {name!r}: {str(path)!r} has no config.json; is it a Hugging Face model directory?")
     has_tokenizer = any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
