@@ -29,8 +29,10 @@ def write_config(path: Path, out: Path, **training: Any) -> Path:
 
 
 def env(**extra: str) -> dict[str, str]:
-    """The test environment: tests/ importable (for `rewards:graded`), one thread, the session's zoo cache."""
-    return os.environ | {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"} | extra
+    """The test environment: tests/ importable (for `rewards:graded`) ahead of any PYTHONPATH already set (a source
+    tree run without installing it stays the one imported), one thread, the session's zoo cache."""
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    return os.environ | {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"} | extra
 
 
 def hacrl(*args: str, cwd: Path | None = None, timeout: float = 300, environ: dict[str, str] | None = None,

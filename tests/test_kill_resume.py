@@ -8,7 +8,6 @@ still ends with the uninterrupted run's weights."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -22,7 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from clitools import HACRL, error_line, hacrl, namespaced_mount, snapshot
+from clitools import HACRL, env, error_line, hacrl, namespaced_mount, snapshot
 from conftest import tiny_run_config
 from hacrl.checkpoint import is_complete, latest_checkpoint
 from hacrl.models.zoo import build
@@ -31,8 +30,11 @@ TESTS = Path(__file__).resolve().parent
 STEPS = 6
 
 
-def write_config(out: Path) -> Path:
+def write_config(out: Path, *, lora: bool = False) -> Path:
+    """The test pair; with `lora`, the Llama + BPE agent trains LoRA adapters beside the full GPT-2 + char agent."""
     data = tiny_run_config(out, steps=STEPS)
+    if lora:
+        data["agents"][1]["lora"] = {"r": 4}
     data["task"]["reward_fn"] = "rewards:graded"  # a learning signal for untrained agents
     data["checkpoint"] = {"every": 1, "keep_last": 2}
     data["threads"] = 1
@@ -43,8 +45,7 @@ def write_config(out: Path) -> Path:
 
 
 def start(config: Path, *extra: str) -> subprocess.Popen:
-    env = os.environ | {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hacrl.cli", "train", str(config), *extra], env=env,
+    return subprocess.Popen([sys.executable, "-m", "hacrl.cli", "train", str(config), *extra], env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -58,12 +59,14 @@ def finish(config: Path, *extra: str) -> str:
 def final_weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:
     final = latest_checkpoint(out / "checkpoints")
     assert final is not None and final.name == f"step-{STEPS:06d}"
-    return {agent.name: load_file(str(agent / "model.safetensors")) for agent in (final / "agents").iterdir()}
+    return {agent.name: {k: v for f in sorted(agent.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+            for agent in (final / "agents").iterdir()}  # a LoRA agent's file holds its adapters
 
 
 def assert_same(a: dict[str, dict[str, torch.Tensor]], b: dict[str, dict[str, torch.Tensor]]) -> None:
     assert a.keys() == b.keys()
     for agent in a:
+        assert a[agent] and a[agent].keys() == b[agent].keys()
         for key in a[agent]:
             assert torch.equal(a[agent][key], b[agent][key]), f"{agent}: {key} differs"
 
@@ -74,19 +77,19 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, float]:
     return weights, duration
 
 
-_STRAIGHT: dict[str, tuple[dict, float, Path]] = {}
+_STRAIGHT: dict[bool, tuple[dict, float, Path]] = {}
 
 
-def straight_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, float, Path]:
-    """The uninterrupted reference run (once per module): final weights, wall time, output directory."""
-    if "run" not in _STRAIGHT:
+def straight_run(tmp_path_factory: pytest.TempPathFactory, *, lora: bool = False) -> tuple[dict, float, Path]:
+    """The uninterrupted reference run (once per module and kind): final weights, wall time, output directory."""
+    if lora not in _STRAIGHT:
         build("test-gpt2-char")
         build("test-llama-bpe")  # built once here, not raced by the subprocesses
-        out = tmp_path_factory.mktemp("kill") / "straight"
+        out = tmp_path_factory.mktemp("kill") / ("straight-lora" if lora else "straight")
         begin = time.perf_counter()
-        finish(write_config(out))
-        _STRAIGHT["run"] = (final_weights(out), time.perf_counter() - begin, out)
-    return _STRAIGHT["run"]
+        finish(write_config(out, lora=lora))
+        _STRAIGHT[lora] = (final_weights(out), time.perf_counter() - begin, out)
+    return _STRAIGHT[lora]
 
 
 def test_sigkill_at_five_random_moments_then_resume(straight: tuple[dict, float], tmp_path: Path) -> None:
@@ -105,6 +108,47 @@ def test_sigkill_at_five_random_moments_then_resume(straight: tuple[dict, float]
               f"{latest.name if latest else 'none'}")
         finish(config, "--resume", "auto")  # a kill before the first checkpoint leaves nothing to resume
         assert_same(reference, final_weights(out))
+
+
+def test_a_lora_agent_beside_a_full_one_resumes_exactly_after_sigkill_and_both_export(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """The issue's done-when: a LoRA agent and a full agent with different tokenizers train, checkpoint, are
+    killed, resume to identical weights, and export to directories that plain transformers loads."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    reference, duration, _ = straight_run(tmp_path_factory, lora=True)
+    assert all("lora_A" in k or "lora_B" in k for k in reference["bpe"])  # adapters only, never the base
+    assert any(k.endswith("wte.weight") for k in reference["char"])  # the full agent's whole model
+    out = tmp_path / "run"
+    config = write_config(out, lora=True)
+    proc = start(config)
+    deadline = time.time() + 120
+    while latest_checkpoint(out / "checkpoints") is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(4321).uniform(0.0, duration / STEPS))  # somewhere in the next step or two
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    latest = latest_checkpoint(out / "checkpoints")
+    assert latest is not None and latest.name < f"step-{STEPS:06d}", "the kill must leave a run to resume"
+    print(f"lora kill: last checkpoint {latest.name} of {STEPS} steps")
+    finish(config, "--resume")
+    assert_same(reference, final_weights(out))
+
+    final = out / "checkpoints" / f"step-{STEPS:06d}" / "agents"
+    ids = torch.tensor([[3, 5, 7, 9, 11, 13]])
+    for agent, extra in (("char", ()), ("bpe", ("--merge",))):
+        proc = hacrl("export", str(out), "--agent", agent, "--out", str(tmp_path / agent), *extra)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        with torch.no_grad():
+            exported = AutoModelForCausalLM.from_pretrained(tmp_path / agent)(input_ids=ids).logits
+            if agent == "char":
+                trained = AutoModelForCausalLM.from_pretrained(final / agent)(input_ids=ids).logits
+            else:
+                base = json.loads((final / agent / "adapter_config.json").read_text())["base_model_name_or_path"]
+                trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base),
+                                                    final / agent)(input_ids=ids).logits
+        assert float((exported - trained).abs().max()) < 1e-5, agent
 
 
 def test_sigint_finishes_the_step_checkpoints_and_resumes(straight: tuple[dict, float], tmp_path: Path) -> None:
@@ -217,7 +261,7 @@ def test_a_full_disk_during_a_checkpoint_stops_cleanly_and_resume_loses_nothing(
         {HACRL} train {moved_config} --resume > {tmp_path}/resumed.log 2>&1; echo $? > {tmp_path}/resumed.rc
         cp -a {disk}/out {tmp_path}/final
     """
-    subprocess.run([*prefix, "sh", "-c", script], env=os.environ | {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"},
+    subprocess.run([*prefix, "sh", "-c", script], env=env(),
                    timeout=600, check=True)
     full_log = (tmp_path / "full.log").read_text()
     assert (tmp_path / "full.rc").read_text().strip() == "2", full_log[-3000:]
