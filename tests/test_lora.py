@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,39 @@ def test_export_errors_are_one_clear_line(run: dict[str, Any], tmp_path: Path,
     assert main(["export", str(untrained), "--agent", "char", "--out", str(tmp_path / "new")]) == 2
     assert f"RUN_DIR '{untrained}' has no complete checkpoint in" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------ the memory table's parameter counts
+
+
+def _paper_pairs() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "memory" / "paper_pairs.py"
+    spec = importlib.util.spec_from_file_location("paper_pairs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("family", ["Qwen3", "Llama"])
+def test_the_memory_tables_counts_are_those_of_real_models_and_peft(family: str) -> None:
+    """docs/lora.md's table counts parameters and LoRA parameters from architecture numbers; on small real
+    transformers models of both families (Qwen3: per-head q/k norms; tied and untied heads) they are exact."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    pairs = _paper_pairs()
+    pairs.check_counts()  # the five paper models against their published totals
+    for tied in (True, False):
+        arch = pairs.Architecture(f"{family}-test", 0.0, vocab=100, hidden=64, layers=2, heads=4, kv_heads=2,
+                                  head_dim=24, intermediate=96, tied=tied)
+        shape = {"vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "head_dim": 24, "intermediate_size": 96, "tie_word_embeddings": tied}
+        config_cls, model_cls = (Qwen3Config, Qwen3ForCausalLM) if family == "Qwen3" else (LlamaConfig,
+                                                                                         LlamaForCausalLM)
+        model = model_cls(config_cls(**shape))
+        assert sum(p.numel() for p in model.parameters()) == arch.parameters
+        adapted = apply_lora(model, LoraConfig(r=8), seed=0)
+        assert sum(p.numel() for p in adapted.parameters() if p.requires_grad) == arch.lora_parameters(8)
