@@ -1,4 +1,4 @@
-"""Shared fixtures: a per-session zoo cache (never the user's), tiny real agents, and a run-config factory."""
+"""Shared fixtures: a per-session zoo cache (never the user's), tiny real agents, a run-config factory, LoRA helpers."""
 
 from __future__ import annotations
 
@@ -46,3 +46,13 @@ def tiny_run_config(out: Path, *, algorithm: str = "hacpo", agents: list[tuple[s
         "checkpoint": {"every": 100, "keep_last": 2},
         "logging": {"tensorboard": False, "progress": False},
     }
+
+
+def nonzero_adapters(model: torch.nn.Module) -> torch.nn.Module:
+    """A LoRA model with seeded random lora_B: at peft's zero start the adapters add nothing and lora_A gets no
+    gradient, which would leave half of what a LoRA test checks untested."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    return model

@@ -63,6 +63,13 @@ def final_weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:
             for agent in (final / "agents").iterdir()}  # a LoRA agent's file holds its adapters
 
 
+def wait_for_a_checkpoint(out: Path, timeout: float = 120) -> None:
+    """Until the run in `out` has published its first complete checkpoint (or `timeout` seconds passed)."""
+    deadline = time.time() + timeout
+    while latest_checkpoint(out / "checkpoints") is None and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def assert_same(a: dict[str, dict[str, torch.Tensor]], b: dict[str, dict[str, torch.Tensor]]) -> None:
     assert a.keys() == b.keys()
     for agent in a:
@@ -123,9 +130,7 @@ def test_a_lora_agent_beside_a_full_one_resumes_exactly_after_sigkill_and_both_e
     out = tmp_path / "run"
     config = write_config(out, lora=True)
     proc = start(config)
-    deadline = time.time() + 120
-    while latest_checkpoint(out / "checkpoints") is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_a_checkpoint(out)
     time.sleep(random.Random(4321).uniform(0.0, duration / STEPS))  # somewhere in the next step or two
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
@@ -156,9 +161,7 @@ def test_sigint_finishes_the_step_checkpoints_and_resumes(straight: tuple[dict, 
     out = tmp_path / "interrupted"
     config = write_config(out)
     proc = start(config)
-    deadline = time.time() + 120
-    while latest_checkpoint(out / "checkpoints") is None and time.time() < deadline:
-        time.sleep(0.2)
+    wait_for_a_checkpoint(out)
     proc.send_signal(signal.SIGINT)
     text, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, text[-3000:]

@@ -19,7 +19,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from conftest import tiny_run_config
+from conftest import nonzero_adapters, tiny_run_config
 from hacrl.cli import main
 from hacrl.config import LoraConfig, config_from_dict
 from hacrl.export import EXPORT_NOTE, export_agent
@@ -89,10 +89,7 @@ def test_merged_weights_are_peft_merge_under_the_base_names(recipe: str) -> None
     base = load_agent("a", recipe, progress=False).model
     before = {k: v.clone() for k, v in base.state_dict().items()}
     model = apply_lora(base, LoraConfig(r=R), seed=0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    nonzero_adapters(model)
     merged = dict(hf_weights(model))
     reference = copy.deepcopy(model).merge_and_unload().state_dict()
     assert set(merged) == set(before) == set(reference)
@@ -105,11 +102,8 @@ def test_merged_weights_are_peft_merge_under_the_base_names(recipe: str) -> None
 
 def test_the_kl_reference_of_a_lora_agent_is_its_base_without_a_copy() -> None:
     fresh = load_agent("a", BPE, progress=False).model
-    model = apply_lora(load_agent("a", BPE, progress=False).model, LoraConfig(r=R), seed=0)
+    model = nonzero_adapters(apply_lora(load_agent("a", BPE, progress=False).model, LoraConfig(r=R), seed=0))
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.fill_(0.05)
         reference = BaseModel(model)
         assert list(reference.parameters()) == []
         assert torch.equal(reference(input_ids=INPUT).logits, fresh(input_ids=INPUT).logits)
@@ -119,12 +113,8 @@ def test_the_kl_reference_of_a_lora_agent_is_its_base_without_a_copy() -> None:
 def test_gradient_checkpointing_gives_the_same_adapter_gradients() -> None:
     grads = []
     for checkpointing in (False, True):
-        model = apply_lora(load_agent("a", BPE, gradient_checkpointing=checkpointing, progress=False).model,
-                           LoraConfig(r=R), seed=0)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_B" in name:
-                    p.fill_(0.05)
+        model = nonzero_adapters(apply_lora(
+            load_agent("a", BPE, gradient_checkpointing=checkpointing, progress=False).model, LoraConfig(r=R), seed=0))
         model.train()
         model(input_ids=INPUT, labels=INPUT).loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-from conftest import tiny_run_config
+from conftest import nonzero_adapters, tiny_run_config
 from hacrl.algorithms import PRESETS
 from hacrl.config import config_from_dict
 from hacrl.learner import MicrobatchBudgetError, split_by_tokens
@@ -70,22 +70,12 @@ def gradients(tmp: Path, spec: dict[str, Any], budget: int | None, monkeypatch: 
             agent["lora"] = {"r": 4}
     trainer = Trainer(config_from_dict(cfg), task=coin_task())
     try:
-        if spec.get("lora"):
-            start_adapters_off_zero(trainer)
+        for worker in trainer.executor.workers if spec.get("lora") else []:
+            nonzero_adapters(worker.model)  # the same in both runs
         trainer.train_step()
     finally:
         trainer.close()
     return [list(g) for g in RecordingAdamW.log]
-
-
-def start_adapters_off_zero(trainer: Trainer) -> None:
-    """Nonzero lora_B (the same in both runs): at peft's zero start lora_A's gradient is exactly 0, which would
-    leave half of the adapters untested."""
-    with torch.no_grad():
-        for worker in trainer.executor.workers:
-            for name, p in worker.model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(len(name)))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

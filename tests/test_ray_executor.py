@@ -105,6 +105,19 @@ def test_ray_matches_in_process_and_resumes_exactly(tmp_path: Path) -> None:
     assert not ray.is_initialized()
 
 
+@needs_ray
+def test_a_lora_agent_on_ray_matches_in_process(tmp_path: Path) -> None:
+    """A LoRA agent's adapters are initialised from its own seed, not from whatever the process's global RNG holds,
+    so its actor builds (and trains) the same agent as the in-process executor."""
+    configs = {executor: _config(tmp_path / executor, 2, executor) for executor in ("sequential", "ray")}
+    for cfg in configs.values():
+        cfg["agents"][1]["lora"] = {"r": 4}
+    _, in_process = _run(configs["sequential"])
+    _, on_ray = _run(configs["ray"])
+    assert any("lora_B" in k and bool(v.abs().sum() > 0) for k, v in in_process[1].items())  # the adapters learned
+    _assert_same(on_ray, in_process, "LoRA agent on Ray vs in-process after 2 steps")
+
+
 def _settings() -> WorkerSettings:
     return WorkerSettings(index=0, seed=0, sampling=SamplingParams(max_new_tokens=4),
                           objective=resolve_objective(AlgorithmConfig(name="gspo"), max_completion_length=4),
