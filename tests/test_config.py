@@ -58,7 +58,7 @@ def base(tmp_path: Path) -> dict:
         (lambda d: d["agents"][1].update(lora={"alpha": 8, "lora_alpha": 16}),
          r"agents\[1\].lora.lora_alpha: the same field as 'agents\[1\].lora.alpha'; give only one"),
         (lambda d: d["agents"][1].update(lora={"lora_dropout": 0.05}),
-         r"agents\[1\].lora.dropout: must be 0, got 0.05: .* outside GSPO/HACPO's 3e-4 clip window"),
+         r"agents\[1\].lora.dropout: must be 0, got 0.05: .* noise to every ratio, which GSPO/HACPO clip at 3e-4"),
         (lambda d: d["agents"][1].update(lora={"target_modules": "q_proj"}),
          r"agents\[1\].lora.target_modules: a list of module names .* or 'all-linear', got 'q_proj'"),
         (lambda d: d["agents"][1].update(lora={"target_modules": []}),

@@ -75,7 +75,7 @@ class LoraConfig:
     r: int = 16  # adapter rank
     alpha: float | None = None  # peft's lora_alpha; the update is scaled by alpha / r. None: 2 * r
     # peft's lora_dropout. Must be 0: hacrl samples and recomputes log-probs without dropout so that a fresh
-    # response's ratio is exactly 1 (GSPO/HACPO clip at 3e-4; dropout noise would clip every response).
+    # response's ratio is exactly 1 (GSPO/HACPO clip ratios at 3e-4; dropout would add noise to every ratio).
     dropout: float = 0.0
     # Leaf module names (peft matches `name` or `*.name`), or "all-linear": every Linear/Conv1D layer except the
     # output layer (peft's shorthand).
@@ -470,8 +470,8 @@ def _validate_lora(lora: LoraConfig | None, where: str) -> None:
         raise ConfigError(f"{where}.alpha: must be a number > 0 (the update is scaled by alpha / r), got {lora.alpha}")
     if lora.dropout != 0:
         raise ConfigError(f"{where}.dropout: must be 0, got {lora.dropout}: hacrl samples and recomputes log-probs "
-                          "without dropout so that a fresh response's ratio is exactly 1; dropout noise would move "
-                          "every sequence ratio outside GSPO/HACPO's 3e-4 clip window")
+                          "without dropout so that a fresh response's ratio is exactly 1; dropout would add noise to "
+                          "every ratio, which GSPO/HACPO clip at 3e-4")
     targets = lora.target_modules
     if isinstance(targets, str):
         if targets != LORA_ALL_LINEAR:

@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["AgentWorker", "NonFiniteUpdateError", "WorkerSettings"]
 
 
-
 @dataclass(frozen=True)
 class WorkerSettings:
     """Everything a worker needs besides its AgentConfig (picklable, so remote workers get the same)."""
