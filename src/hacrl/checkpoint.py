@@ -33,6 +33,8 @@ OPTIMIZER_FILE = "optimizer.pt"
 WORKER_STATE_FILE = "worker_state.pt"
 """Beside an agent's weights in its checkpoint directory: its optimizer state, and its sampling RNG and counters
 (`AgentWorker.save`); training state, not part of the model (`hacrl export` leaves them out)."""
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+"""A LoRA agent's weights in its checkpoint directory: a peft adapter directory (peft's file names)."""
 PREFIX = "step-"
 _TMP = re.compile(r"^\.tmp-step-\d+-(?P<pid>\d+)(?:@(?P<host>.+))?$")
 

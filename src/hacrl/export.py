@@ -9,7 +9,7 @@ adapters, so neither is what a user deploys. The export is what `transformers` (
   whose `base_model_name_or_path` names the base the adapters belong to; with `--merge`, the base with the
   adapters merged in (`peft`'s `merge_and_unload`), in the dtype the agent trained in.
 
-Every export also gets `hacrl_export.json` (which run, checkpoint, step and base model it came from). The export
+Every export also gets `hacrl_export.json` (which run, checkpoint and base model it came from). The export
 is written into a temporary sibling and renamed into place, so a failed export leaves nothing behind; an existing
 non-empty `--out` is refused (nothing is ever overwritten).
 """
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from hacrl.checkpoint import OPTIMIZER_FILE, WORKER_STATE_FILE, is_complete, latest_checkpoint
+from hacrl.checkpoint import ADAPTER_FILES, OPTIMIZER_FILE, WORKER_STATE_FILE, is_complete, latest_checkpoint
 from hacrl.config import AgentConfig, ConfigError, RunConfig, config_from_dict, read_yaml_mapping
 from hacrl.rundir import CHECKPOINTS
 
@@ -31,7 +31,6 @@ __all__ = ["EXPORT_NOTE", "ExportError", "Exported", "export_agent"]
 
 EXPORT_NOTE = "hacrl_export.json"
 _TRAINING_STATE = (OPTIMIZER_FILE, WORKER_STATE_FILE)
-_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # peft's names (models.lora, which needs torch)
 
 ExportKind = Literal["full", "lora-adapter", "lora-merged"]
 
@@ -163,5 +162,4 @@ def _write_merged(config: AgentConfig, source: Path, target: Path) -> None:
                       progress=False)
     merged = PeftModel.from_pretrained(base.model, source).merge_and_unload()
     merged.save_pretrained(target, safe_serialization=True)
-    _copy_agent_files(source, target, skip=(*_TRAINING_STATE, *_ADAPTER_FILES))
-
+    _copy_agent_files(source, target, skip=(*_TRAINING_STATE, *ADAPTER_FILES))

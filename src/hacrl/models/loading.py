@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from hacrl.checkpoint import ADAPTER_FILES
+
 logger = logging.getLogger(__name__)
 
 AGENT_META_FILE = "hacrl_agent.json"
@@ -120,8 +122,8 @@ def load_agent(
     if trust_remote_code:
         logger.warning("agent %s: trust_remote_code is on: running the Python code shipped in %s (only do this "
                        "for model code you trust)", name, path)
-    if not (path / "config.json").is_file() and (path / "adapter_config.json").is_file():
-        raise AgentLoadError(f"agent {name!r}: {str(path)!r} holds LoRA adapters (adapter_config.json), not a whole "
+    if not (path / "config.json").is_file() and (path / ADAPTER_FILES[0]).is_file():
+        raise AgentLoadError(f"agent {name!r}: {str(path)!r} holds LoRA adapters ({ADAPTER_FILES[0]}), not a whole "
                              "model; write one with `hacrl export RUN_DIR --agent NAME --merge --out DIR` and use that")
     if not (path / "config.json").is_file():
         raise AgentLoadError(f"agent {name!r}: {str(path)!r} has no config.json; is it a Hugging Face model directory?")

@@ -12,7 +12,6 @@ The adapters are peft's: a checkpoint's agent directory is an ordinary peft adap
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,8 @@ from torch import Tensor
 from hacrl.config import LORA_ALL_LINEAR, LORA_INSTALL_HINT, ConfigError, LoraConfig
 from hacrl.models.loading import AgentLoadError
 
-__all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_WEIGHTS_FILE", "BaseModel", "adaptable_module_names", "apply_lora",
-           "hf_weights", "is_lora", "load_adapter", "save_adapter", "trainable_parameters"]
-
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+__all__ = ["BaseModel", "adaptable_module_names", "apply_lora", "hf_weights", "is_lora", "load_adapter",
+           "save_adapter", "trainable_parameters"]
 
 
 def _import_peft(where: str) -> Any:
@@ -174,5 +170,5 @@ class BaseModel(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         model = self._peft[0]
-        with model.disable_adapter() if is_lora(model) else contextlib.nullcontext():
+        with model.disable_adapter():
             return model(*args, **kwargs)
