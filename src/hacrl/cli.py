@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process with its agents' torch threads (default 1; on a "
+                        "2-core machine 2 with 1 thread per agent); each run's output goes to its compare.log")
     p.set_defaults(func=cmd_compare)
     return parser
 
