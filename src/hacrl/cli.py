@@ -123,9 +123,25 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"zoo build: {exc}") from None
     for name in names:
-        path = zoo.build(name, force=args.force)
-        print(f"{name}: {path}")
+        if args.ship:
+            path = zoo.ship(name)
+            print(f"{name}: shipped copy written to {path} (commit it with its {zoo.store.CHECKSUM_FILE})")
+            continue
+        path = zoo.build(name, force=args.force, use_shipped=False)
+        print(f"{name}: {path}" + _shipped_note(zoo, name, path))
     return 0
+
+
+def _shipped_note(zoo: object, name: str, built: Path) -> str:
+    """Whether a rebuild reproduced the shipped agent bit for bit (it does on the CPU that built it; other CPUs'
+    float kernels give other weights), and how to train on the rebuilt one."""
+    shipped = zoo.shipped_dir(name)  # type: ignore[attr-defined]
+    if shipped is None:
+        return ""
+    same = (shipped / "model.safetensors").read_bytes() == (built / "model.safetensors").read_bytes()
+    return (" (bitwise the shipped agent)" if same else
+            f" (differs from the shipped agent, which `zoo:{name}` loads; to train on this build, use its "
+            "directory as the agent's model)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -174,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true", help="list test recipes too / build every recipe")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--ship", action="store_true",
+                   help="maintainers: install the build as the shipped agent (src/hacrl/models/zoo/shipped/NAME)")
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("eval", help="evaluate agents (greedy / sampled) on a task or benchmarks")
