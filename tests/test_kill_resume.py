@@ -8,7 +8,6 @@ still ends with the uninterrupted run's weights."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -22,12 +21,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from clitools import HACRL, error_line, hacrl, namespaced_mount, snapshot
+from clitools import HACRL, env, error_line, hacrl, namespaced_mount, snapshot
 from conftest import tiny_run_config
 from hacrl.checkpoint import is_complete, latest_checkpoint
 from hacrl.models.zoo import build
 
-TESTS = Path(__file__).resolve().parent
 STEPS = 6
 
 
@@ -43,8 +41,7 @@ def write_config(out: Path) -> Path:
 
 
 def start(config: Path, *extra: str) -> subprocess.Popen:
-    env = os.environ | {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hacrl.cli", "train", str(config), *extra], env=env,
+    return subprocess.Popen([sys.executable, "-m", "hacrl.cli", "train", str(config), *extra], env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -217,7 +214,7 @@ def test_a_full_disk_during_a_checkpoint_stops_cleanly_and_resume_loses_nothing(
         {HACRL} train {moved_config} --resume > {tmp_path}/resumed.log 2>&1; echo $? > {tmp_path}/resumed.rc
         cp -a {disk}/out {tmp_path}/final
     """
-    subprocess.run([*prefix, "sh", "-c", script], env=os.environ | {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"},
+    subprocess.run([*prefix, "sh", "-c", script], env=env(),
                    timeout=600, check=True)
     full_log = (tmp_path / "full.log").read_text()
     assert (tmp_path / "full.rc").read_text().strip() == "2", full_log[-3000:]
