@@ -153,7 +153,7 @@ def test_resume_with_nothing_to_resume_is_an_error(tmp_path: Path) -> None:
     line = error_line(hacrl("train", str(config), "--resume"))
     assert f"--resume: nothing to resume in '{tmp_path / 'fresh' / 'checkpoints'}'" in line
     assert "--resume auto starts fresh" in line
-    assert not (tmp_path / "fresh" / "metrics.jsonl").exists()
+    assert not (tmp_path / "fresh").exists()  # a refused run leaves nothing behind, not even its lock file
 
 
 def test_a_second_run_on_the_same_output_dir_is_refused_and_the_first_loses_nothing(

@@ -263,6 +263,7 @@ def open_run_dir(path: str | os.PathLike[str], *, resume: bool | str | None = Fa
 
     if overwrite and resume:
         raise RunDirError("--resume and --overwrite exclude each other: resume the run in output_dir, or replace it")
+    created = not Path(path).expanduser().exists()
     out = check_output_dir(path)
     lock = RunLock(out)
     try:
@@ -310,7 +311,18 @@ def open_run_dir(path: str | os.PathLike[str], *, resume: bool | str | None = Fa
         raise RunDirError(f"--resume: nothing to resume in {str(root)!r}: {why}{hint}")
     except BaseException:
         lock.release()
+        if created:
+            _remove_if_only_lock(out)
         raise
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    """Undo the creation of `out` by a run that was refused (e.g. `--resume` with nothing to resume): a refused
+    run leaves nothing behind, not an empty directory with a lock file in it."""
+    with contextlib.suppress(OSError):
+        if [p.name for p in out.iterdir()] == [LOCK_FILE]:
+            (out / LOCK_FILE).unlink()
+            out.rmdir()
 
 
 def _same_run(out: Path, config: dict[str, Any]) -> bool:
