@@ -62,7 +62,11 @@ def _run_training(cfg: RunConfig, args: argparse.Namespace) -> int:
     run_dir = open_run_dir(cfg.output_dir, resume=args.resume, overwrite=args.overwrite, config=cfg.to_dict())
     from hacrl.trainer import Trainer
 
-    trainer = Trainer(cfg, run_dir=run_dir)
+    try:
+        trainer = Trainer(cfg, run_dir=run_dir)
+    except BaseException:
+        run_dir.abandon()
+        raise
     try:
         tb = trainer.tracker.tensorboard_dir
         print(f"run directory: {trainer.out} (metrics.jsonl, checkpoints/)"
