@@ -32,6 +32,7 @@ import torch
 
 from hacrl.models import zoo
 from hacrl.tasks.arithmetic import ArithmeticTask
+from hacrl.tasks.splits import balanced_prefix
 
 
 def _row(name: str, path: Path, wall: float, built_now: bool) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def _mean_logp(model: Any, tokenizer: Any, template: str, problem: Any, text: st
 def cross_report(names: tuple[str, ...], cache: Path, per_kind: int) -> list[dict[str, Any]]:
     agents = {n: zoo.load(zoo.agent_dir(n, cache)) for n in names}
     task = ArithmeticTask(zoo.get_recipe(names[0]).task)
-    problems = zoo._balanced_subset(list(task.eval_problems()), per_kind * len(task.config.kinds))
+    problems = balanced_prefix(list(task.eval_problems()), per_kind * len(task.config.kinds))
     rows = []
     for src in names:
         model, tok, meta = agents[src]

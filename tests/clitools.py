@@ -11,9 +11,11 @@ from typing import Any
 
 import yaml
 
+import hacrl
 from conftest import tiny_run_config
 
 TESTS = Path(__file__).resolve().parent
+SOURCE = Path(hacrl.__file__).resolve().parents[1]  # where the hacrl under test was imported from
 HACRL = Path(sys.executable).with_name("hacrl")  # the console script; unlike `python -m` it does not add the cwd
 
 
@@ -28,11 +30,15 @@ def write_config(path: Path, out: Path, **training: Any) -> Path:
     return path
 
 
+def import_path(*first: Path) -> str:
+    """A PYTHONPATH of `first`, then the sources of the hacrl this test process imported: a subprocess runs the
+    code under test even where that is not the installed package (a git worktree put first with PYTHONPATH)."""
+    return os.pathsep.join(str(p) for p in (*first, SOURCE))
+
+
 def env(**extra: str) -> dict[str, str]:
-    """The test environment: tests/ importable (for `rewards:graded`) ahead of any PYTHONPATH already set (a source
-    tree run without installing it stays the one imported), one thread, the session's zoo cache."""
-    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-    return os.environ | {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"} | extra
+    """The test environment: tests/ importable (for `rewards:graded`), one thread, the session's zoo cache."""
+    return os.environ | {"PYTHONPATH": import_path(TESTS), "OMP_NUM_THREADS": "1"} | extra
 
 
 def hacrl(*args: str, cwd: Path | None = None, timeout: float = 300, environ: dict[str, str] | None = None,

@@ -368,3 +368,35 @@ def test_compressed_metrics_aggregate_the_same(tmp_path: Path) -> None:
         path.with_suffix(".jsonl.gz").write_bytes(gzip.compress(path.read_bytes()))
         path.unlink()
     assert summarise(tmp_path, ["gspo", "gspo_x2", "hacpo"], [0, 1]).as_json() == plain
+
+
+def _metrics_without_timings(path: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if "seconds" not in k and "time" not in k} for r in rows]
+
+
+def test_parallel_jobs_give_the_same_runs_and_wait_for_the_recorded_peer(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--jobs 2`: every run in its own process, its output in its compare.log; the stored-peer arms start only
+    after the GRPO run they replay, and every run's metrics equal those of the one-at-a-time comparison."""
+    config = write_config(tmp_path / "tiny.yaml")
+    data = yaml.safe_load(config.read_text())
+    data["task"]["reward_fn"] = "rewards:coin"
+    config.write_text(yaml.safe_dump(data))
+    one, two = tmp_path / "one", tmp_path / "two"
+    algorithms = "grpo,sgt,graft-stored"
+    assert main(["compare", str(config), "--algorithms", algorithms, "--seeds", "0", "--out", str(one)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(config), "--algorithms", algorithms, "--seeds", "0", "--out", str(two),
+                 "--jobs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 runs, 2 at a time" in printed
+    order = [line for line in printed.splitlines() if "grpo seed 0" in line or "graft-stored seed 0" in line]
+    done_grpo = next(i for i, line in enumerate(order) if "grpo seed 0: done" in line and "stored" not in line)
+    first_stored = next(i for i, line in enumerate(order) if "graft-stored" in line)
+    assert done_grpo < first_stored
+    for algorithm, agent in (("grpo", None), ("sgt", None), ("graft-stored", "char"), ("graft-stored", "bpe")):
+        a, b = run_dir(one, algorithm, 0, agent), run_dir(two, algorithm, 0, agent)
+        assert "step" in (b / "compare.log").read_text()  # the child's output, not the parent's console
+        assert _metrics_without_timings(a / "metrics.jsonl") == _metrics_without_timings(b / "metrics.jsonl")
+    assert "--jobs 2" in json.loads((two / "results.json").read_text())["command"]

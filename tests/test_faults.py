@@ -74,6 +74,7 @@ def test_unknown_zoo_name(tmp_path: Path, empty_cache: dict[str, str]) -> None:
     assert ("agents[1].model: agent 'bpe': unknown zoo recipe 'test-llama-bep'; did you mean 'zoo:test-llama-bpe'?"
             in line)
     _no_zoo_build(tmp_path / "empty-cache")  # checked before the first agent was built
+    assert not (tmp_path / "out").exists()  # the refused run removed the output_dir it had created
 
 
 def test_config_errors_never_import_torch(tmp_path: Path) -> None:

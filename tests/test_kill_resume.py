@@ -1,12 +1,14 @@
 """Kill, race and starve a real `hacrl train` process, and require that nothing is lost.
 
-SIGKILL at 5 seeded random moments and SIGINT: resuming gives final weights identical to an uninterrupted run.
+SIGKILL at 5 seeded random moments and SIGINT: resuming gives final weights identical to an uninterrupted run;
+the same after a SIGKILL for GRAFT, SGT, a run that records its rollouts (the record too) and a replayed-peer run.
 A second run started on the same output directory, a re-run without --resume, and a disk that fills up during
 a checkpoint: each is refused or stopped with one clear line, the first run's files are untouched, and the run
 still ends with the uninterrupted run's weights."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import shutil
@@ -14,7 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -26,18 +30,18 @@ from conftest import tiny_run_config
 from hacrl.checkpoint import is_complete, latest_checkpoint
 from hacrl.models.zoo import build
 
-TESTS = Path(__file__).resolve().parent
 STEPS = 6
 
 
-def write_config(out: Path, *, lora: bool = False) -> Path:
-    """The test pair; with `lora`, the Llama + BPE agent trains LoRA adapters beside the full GPT-2 + char agent."""
-    data = tiny_run_config(out, steps=STEPS)
-    if lora:
-        data["agents"][1]["lora"] = {"r": 4}
-    data["task"]["reward_fn"] = "rewards:graded"  # a learning signal for untrained agents
+def write_config(out: Path, *, reward: str = "rewards:graded", edit: Callable[[dict], None] | None = None,
+                 **training: Any) -> Path:
+    """A run config over the test agents, a checkpoint every step (`edit` changes the dict before it is saved)."""
+    data = tiny_run_config(out, **{"steps": STEPS} | training)
+    data["task"]["reward_fn"] = reward  # rewards:graded gives untrained agents a learning signal
     data["checkpoint"] = {"every": 1, "keep_last": 2}
     data["threads"] = 1
+    if edit is not None:
+        edit(data)
     path = out.parent / f"{out.name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data))
@@ -56,18 +60,11 @@ def finish(config: Path, *extra: str) -> str:
     return out
 
 
-def final_weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:
+def final_weights(out: Path, steps: int = STEPS) -> dict[str, dict[str, torch.Tensor]]:
     final = latest_checkpoint(out / "checkpoints")
-    assert final is not None and final.name == f"step-{STEPS:06d}"
+    assert final is not None and final.name == f"step-{steps:06d}"
     return {agent.name: {k: v for f in sorted(agent.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
             for agent in (final / "agents").iterdir()}  # a LoRA agent's file holds its adapters
-
-
-def wait_for_a_checkpoint(out: Path, timeout: float = 120) -> None:
-    """Until the run in `out` has published its first complete checkpoint (or `timeout` seconds passed)."""
-    deadline = time.time() + timeout
-    while latest_checkpoint(out / "checkpoints") is None and time.time() < deadline:
-        time.sleep(0.05)
 
 
 def assert_same(a: dict[str, dict[str, torch.Tensor]], b: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -94,7 +91,7 @@ def straight_run(tmp_path_factory: pytest.TempPathFactory, *, lora: bool = False
         build("test-llama-bpe")  # built once here, not raced by the subprocesses
         out = tmp_path_factory.mktemp("kill") / ("straight-lora" if lora else "straight")
         begin = time.perf_counter()
-        finish(write_config(out, lora=lora))
+        finish(write_config(out, edit=lora_agent if lora else None))
         _STRAIGHT[lora] = (final_weights(out), time.perf_counter() - begin, out)
     return _STRAIGHT[lora]
 
@@ -117,6 +114,11 @@ def test_sigkill_at_five_random_moments_then_resume(straight: tuple[dict, float]
         assert_same(reference, final_weights(out))
 
 
+def lora_agent(data: dict) -> None:
+    """The Llama + BPE test agent trains LoRA adapters beside the full GPT-2 + character-tokenizer agent."""
+    data["agents"][1]["lora"] = {"r": 4}
+
+
 def test_a_lora_agent_beside_a_full_one_resumes_exactly_after_sigkill_and_both_export(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     """The issue's done-when: a LoRA agent and a full agent with different tokenizers train, checkpoint, are
@@ -124,19 +126,12 @@ def test_a_lora_agent_beside_a_full_one_resumes_exactly_after_sigkill_and_both_e
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    reference, duration, _ = straight_run(tmp_path_factory, lora=True)
+    reference, _, _ = straight_run(tmp_path_factory, lora=True)
     assert all("lora_A" in k or "lora_B" in k for k in reference["bpe"])  # adapters only, never the base
     assert any(k.endswith("wte.weight") for k in reference["char"])  # the full agent's whole model
     out = tmp_path / "run"
-    config = write_config(out, lora=True)
-    proc = start(config)
-    wait_for_a_checkpoint(out)
-    time.sleep(random.Random(4321).uniform(0.0, duration / STEPS))  # somewhere in the next step or two
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    latest = latest_checkpoint(out / "checkpoints")
-    assert latest is not None and latest.name < f"step-{STEPS:06d}", "the kill must leave a run to resume"
-    print(f"lora kill: last checkpoint {latest.name} of {STEPS} steps")
+    config = write_config(out, edit=lora_agent)
+    kill_after_checkpoint(config, out, 2, last=STEPS)
     finish(config, "--resume")
     assert_same(reference, final_weights(out))
 
@@ -161,7 +156,9 @@ def test_sigint_finishes_the_step_checkpoints_and_resumes(straight: tuple[dict, 
     out = tmp_path / "interrupted"
     config = write_config(out)
     proc = start(config)
-    wait_for_a_checkpoint(out)
+    deadline = time.time() + 120
+    while latest_checkpoint(out / "checkpoints") is None and time.time() < deadline:
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     text, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, text[-3000:]
@@ -203,7 +200,7 @@ def test_resume_with_nothing_to_resume_is_an_error(tmp_path: Path) -> None:
     line = error_line(hacrl("train", str(config), "--resume"))
     assert f"--resume: nothing to resume in '{tmp_path / 'fresh' / 'checkpoints'}'" in line
     assert "--resume auto starts fresh" in line
-    assert not (tmp_path / "fresh" / "metrics.jsonl").exists()
+    assert not (tmp_path / "fresh").exists()  # a refused run leaves nothing behind, not even its lock file
 
 
 def test_a_second_run_on_the_same_output_dir_is_refused_and_the_first_loses_nothing(
@@ -279,3 +276,94 @@ def test_a_full_disk_during_a_checkpoint_stops_cleanly_and_resume_loses_nothing(
     resumed_log = (tmp_path / "resumed.log").read_text()
     assert (tmp_path / "resumed.rc").read_text().strip() == "0", resumed_log[-3000:]
     assert_same(reference, final_weights(tmp_path / "final"))
+
+
+# ------------------------------------------------------------------ sharing rules, a recording run and a replayed peer
+
+RULE_STEPS = 10
+
+
+def rule_config(out: Path, algorithm: str, edit: Callable[[dict], None] | None = None) -> Path:
+    """`algorithm` on a 0/1 reward (all-fail and mixed groups both occur, so GRAFT and SGT transfer)."""
+    def change(data: dict) -> None:
+        data["algorithm"]["name"] = algorithm
+        if edit is not None:
+            edit(data)
+
+    return write_config(out, reward="rewards:coin", edit=change, steps=RULE_STEPS, prompts_per_step=8,
+                        minibatch_size=8)
+
+
+def kill_after_checkpoint(config: Path, out: Path, step: int, *, last: int = RULE_STEPS) -> None:
+    """Start a run and SIGKILL it as soon as it has written checkpoint `step`, wherever it is then (sampling, an
+    update, recording rollouts, the next checkpoint): frozen at once with SIGSTOP, however fast the machine."""
+    proc = start(config)
+    deadline = time.time() + 300
+    wanted = f"step-{step:06d}"
+    while proc.poll() is None and time.time() < deadline and not any(
+            p.name >= wanted for p in (out / "checkpoints").glob("step-*")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)
+    proc.send_signal(signal.SIGKILL)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed: {text[-3000:]}"
+    latest = latest_checkpoint(out / "checkpoints")
+    assert latest is not None and latest.name < f"step-{last:06d}"
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def recorded_rollouts(out: Path) -> dict[str, bytes]:
+    """Every step file of a run's rollout record, decompressed (gzip headers carry a time stamp)."""
+    return {p.name: gzip.decompress(p.read_bytes()) for p in sorted((out / "rollouts").glob("step-*.jsonl.gz"))}
+
+
+def _record(data: dict) -> None:
+    data["logging"]["record_rollouts"] = True
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted GRPO run of both test agents that records its rollouts (the peer the replay test reads)."""
+    out = tmp_path_factory.mktemp("record") / "grpo"
+    finish(rule_config(out, "grpo", _record))
+    return out
+
+
+@pytest.mark.parametrize("algorithm", ["graft", "sgt"])
+def test_graft_and_sgt_resume_exactly_after_sigkill(algorithm: str, tmp_path: Path) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    finish(rule_config(straight, algorithm))
+    train = [r for r in records(straight) if r["type"] == "train"]
+    assert sum(r["share/transferred_rows" if algorithm == "graft" else "share/sgt_pairs"] for r in train) > 0
+    config = rule_config(killed, algorithm)
+    kill_after_checkpoint(config, killed, 2)
+    finish(config, "--resume")
+    assert_same(final_weights(straight, RULE_STEPS), final_weights(killed, RULE_STEPS))
+
+
+def test_a_recording_run_resumes_exactly_after_sigkill(recording: Path, tmp_path: Path) -> None:
+    """The rollouts a killed run recorded after its checkpoint are written again, identically, on resume."""
+    config = rule_config(tmp_path / "killed", "grpo", _record)
+    kill_after_checkpoint(config, tmp_path / "killed", 2)
+    finish(config, "--resume")
+    assert_same(final_weights(recording, RULE_STEPS), final_weights(tmp_path / "killed", RULE_STEPS))
+    assert recorded_rollouts(tmp_path / "killed") == recorded_rollouts(recording)
+    assert len(recorded_rollouts(recording)) == RULE_STEPS
+
+
+def test_a_replay_run_resumes_exactly_after_sigkill(recording: Path, tmp_path: Path) -> None:
+    """One live agent learning with GRAFT from the recorded responses of the other (never loaded)."""
+    def replay(data: dict) -> None:
+        data["agents"] = data["agents"][:1]
+        data["replay"] = [{"name": "peer", "path": str(recording), "agent": "bpe"}]
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    finish(rule_config(straight, "graft", replay))
+    assert sum(r["replay/peer/responses"] for r in records(straight) if r["type"] == "train") > 0
+    config = rule_config(killed, "graft", replay)
+    kill_after_checkpoint(config, killed, 2)
+    finish(config, "--resume")
+    assert_same(final_weights(straight, RULE_STEPS), final_weights(killed, RULE_STEPS))

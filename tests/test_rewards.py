@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from clitools import env, hacrl, write_config
+from clitools import env, hacrl, import_path, write_config
 from hacrl.config import ConfigError
 from hacrl.rewards import RewardFunctionError, RewardFunctions, coerce_rewards, load_reward_function
 
@@ -146,7 +146,7 @@ def test_trl_reward_functions_through_the_cli(tmp_path: Path) -> None:
     data["task"].update(reward_fn=["my_rewards:correct", "shaping/format.py:short"], reward_weights=[1.0, 0.25])
     config.write_text(yaml.safe_dump(data))
     log = tmp_path / "calls.jsonl"
-    environ = {k: v for k, v in env(REWARD_LOG=str(log)).items() if k != "PYTHONPATH"}
+    environ = env(REWARD_LOG=str(log), PYTHONPATH=import_path())  # tests/ not on the path: found from the cwd
     proc = hacrl("train", str(config), cwd=tmp_path, environ=environ)
     assert proc.returncode == 0, proc.stdout[-3000:]
     calls = [json.loads(line) for line in log.read_text().splitlines()]

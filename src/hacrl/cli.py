@@ -63,7 +63,11 @@ def _run_training(cfg: RunConfig, args: argparse.Namespace) -> int:
     run_dir = open_run_dir(cfg.output_dir, resume=args.resume, overwrite=args.overwrite, config=cfg.to_dict())
     from hacrl.trainer import Trainer
 
-    trainer = Trainer(cfg, run_dir=run_dir)
+    try:
+        trainer = Trainer(cfg, run_dir=run_dir)
+    except BaseException:
+        run_dir.abandon()
+        raise
     try:
         tb = trainer.tracker.tensorboard_dir
         print(f"run directory: {trainer.out} (metrics.jsonl, checkpoints/)"
@@ -124,9 +128,25 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"zoo build: {exc}") from None
     for name in names:
-        path = zoo.build(name, force=args.force)
-        print(f"{name}: {path}")
+        if args.ship:
+            path = zoo.ship(name)
+            print(f"{name}: shipped copy written to {path} (commit it with its {zoo.store.CHECKSUM_FILE})")
+            continue
+        path = zoo.build(name, force=args.force, use_shipped=False)
+        print(f"{name}: {path}" + _shipped_note(zoo, name, path))
     return 0
+
+
+def _shipped_note(zoo: object, name: str, built: Path) -> str:
+    """Whether a rebuild reproduced the shipped agent bit for bit (it does on the CPU that built it; other CPUs'
+    float kernels give other weights), and how to train on the rebuilt one."""
+    shipped = zoo.shipped_dir(name)  # type: ignore[attr-defined]
+    if shipped is None:
+        return ""
+    same = (shipped / "model.safetensors").read_bytes() == (built / "model.safetensors").read_bytes()
+    return (" (bitwise the shipped agent)" if same else
+            f" (differs from the shipped agent, which `zoo:{name}` loads; to train on this build, use its "
+            "directory as the agent's model)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -188,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true", help="list test recipes too / build every recipe")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--ship", action="store_true",
+                   help="maintainers: install the build as the shipped agent (src/hacrl/models/zoo/shipped/NAME)")
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("eval", help="evaluate agents (greedy / sampled) on a task or benchmarks")
@@ -222,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process with its agents' torch threads (default 1; on a "
+                        "2-core machine 2 with 1 thread per agent); each run's output goes to its compare.log")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="write one agent of a run's checkpoint as a plain Hugging Face directory "

@@ -170,6 +170,18 @@ def gate_rows(old_seq_logps: Tensor, source_logps: Tensor, gate: CompatibilityGa
     return compatibility_weights(old_seq_logps, source_logps, delta=gate.delta, weighting=gate.weighting)
 
 
+def _transfer_metrics(peer: list[int], keep: Tensor, weights: Tensor, tokens: Tensor,
+                      tag: str = "") -> dict[str, float]:
+    """GRAFT's gate diagnostics over the transferred rows `peer`: candidates, pass fraction, mean weight of the kept
+    rows, and the responses and tokens transferred. `tag` ("from{source}/") names one direction; the trainer
+    replaces the source index by its name, as for the planning diagnostics."""
+    kept = [i for i in peer if bool(keep[i])]
+    return {f"gate/{tag}candidates": float(len(peer)), f"gate/{tag}pass_frac": len(kept) / len(peer) if peer else 0.0,
+            f"gate/{tag}weight_mean": float(weights[kept].mean()) if kept else 0.0,
+            f"transfer/{tag}responses": float(len(kept)),
+            f"transfer/{tag}tokens": float(tokens[kept].sum()) if kept else 0.0}
+
+
 def zero_gradient_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """An optimizer step on an all-zero gradient (what a mini-batch of zero-advantage rows amounts to). Frozen
     parameters (a LoRA agent's base) get no gradient: it would cost their size in memory and change nothing."""
@@ -299,11 +311,10 @@ class Learner:
             weights = weights.clone()
             weights[index] = w.to(weights.dtype)
         tokens = batch.completion_lengths
-        kept_peer = [i for i in peer if bool(keep[i])]
-        metrics = {"gate/candidates": float(len(peer)), "gate/pass_frac": len(kept_peer) / len(peer) if peer else 0.0,
-                   "gate/weight_mean": float(weights[kept_peer].mean()) if kept_peer else 0.0,
-                   "transfer/responses": float(len(kept_peer)),
-                   "transfer/tokens": float(tokens[kept_peer].sum()) if kept_peer else 0.0}
+        metrics = _transfer_metrics(peer, keep, weights, tokens)
+        for source in sorted(set(batch.sources[peer].tolist())):  # per direction (source -> this learner)
+            rows = [i for i in peer if int(batch.sources[i]) == source]
+            metrics |= _transfer_metrics(rows, keep, weights, tokens, tag=f"from{source}/")
         if bool(keep.all()):
             return batch, advantages, weights, supervised, metrics
         kept = keep.nonzero().flatten()

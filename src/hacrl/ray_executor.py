@@ -116,7 +116,8 @@ class _AgentActor:
 
 
 class RayExecutor:
-    """One Ray actor per agent; `map` runs a worker method on all of them at once, results in worker order.
+    """One Ray actor per agent; `call` runs an `AgentWorker` method (by reference) on all of them at once,
+    results in worker order.
 
     `address`: None (or "local") starts a local Ray instance that `close` stops; anything else (``auto``,
     ``ray://host:10001``, ``host:6379``) connects to that existing cluster, which `close` leaves running.

@@ -250,9 +250,18 @@ class RunDir:
     resume_from: Path | None = None
     replaced: Path | None = None
     notes: list[str] = field(default_factory=list)
+    created: bool = False
+    """Whether opening the run created `path` (it did not exist before)."""
 
     def release(self) -> None:
         self.lock.release()
+
+    def abandon(self) -> None:
+        """Release the lock of a run that failed before it started (an unknown zoo recipe, a model that does not
+        load); a directory it created and left empty is removed, so a refused run leaves nothing behind."""
+        self.release()
+        if self.created:
+            _remove_if_only_lock(self.path)
 
 
 def open_run_dir(path: str | os.PathLike[str], *, resume: bool | str | None = False, overwrite: bool = False,
@@ -263,11 +272,12 @@ def open_run_dir(path: str | os.PathLike[str], *, resume: bool | str | None = Fa
 
     if overwrite and resume:
         raise RunDirError("--resume and --overwrite exclude each other: resume the run in output_dir, or replace it")
+    created = not Path(path).expanduser().exists()
     out = check_output_dir(path)
     lock = RunLock(out)
     try:
         if overwrite:
-            return _overwrite(out, lock)
+            return _overwrite(out, lock, created=created)
         used = run_contents(out)
         if not resume:
             if used:
@@ -275,7 +285,7 @@ def open_run_dir(path: str | os.PathLike[str], *, resume: bool | str | None = Fa
                     f"output_dir {str(out)!r} already holds a run ({_describe(out)}); continue it with --resume, "
                     "replace it with --overwrite (the old run is moved aside, not deleted), or choose another "
                     "output_dir")
-            return RunDir(out, lock)
+            return RunDir(out, lock, created=created)
         root = out / CHECKPOINTS
         if isinstance(resume, str) and resume not in ("auto", "latest"):
             explicit = Path(resume).expanduser()
@@ -297,7 +307,7 @@ def open_run_dir(path: str | os.PathLike[str], *, resume: bool | str | None = Fa
         if resume == "auto":
             if not used:
                 logger.info("--resume auto: %s holds no run; starting from scratch", out)
-                return RunDir(out, lock)
+                return RunDir(out, lock, created=created)
             if config is not None and _same_run(out, config):
                 note = (f"--resume auto: {out} holds an earlier attempt of this run without a complete checkpoint "
                         f"({why}); starting it again from step 0 (its records are rewritten)")
@@ -310,7 +320,18 @@ def open_run_dir(path: str | os.PathLike[str], *, resume: bool | str | None = Fa
         raise RunDirError(f"--resume: nothing to resume in {str(root)!r}: {why}{hint}")
     except BaseException:
         lock.release()
+        if created:
+            _remove_if_only_lock(out)
         raise
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    """Undo the creation of `out` by a run that was refused (e.g. `--resume` with nothing to resume): a refused
+    run leaves nothing behind, not an empty directory with a lock file in it."""
+    with contextlib.suppress(OSError):
+        if [p.name for p in out.iterdir()] == [LOCK_FILE]:
+            (out / LOCK_FILE).unlink()
+            out.rmdir()
 
 
 def _same_run(out: Path, config: dict[str, Any]) -> bool:
@@ -333,10 +354,10 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     return ident
 
 
-def _overwrite(out: Path, lock: RunLock) -> RunDir:
+def _overwrite(out: Path, lock: RunLock, *, created: bool) -> RunDir:
     """Move the run in `out` aside (sibling directory), recreate `out` and lock it; nothing is deleted."""
     if not run_contents(out):
-        return RunDir(out, lock)
+        return RunDir(out, lock, created=created)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = out.with_name(f"{out.name}.replaced-{stamp}")
     n = 1

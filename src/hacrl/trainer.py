@@ -271,7 +271,7 @@ class Trainer:
         return self._log_step(pool, results, [self._named(p.diagnostics) | replayed for p in plans])
 
     def _named(self, diagnostics: dict[str, float]) -> dict[str, float]:
-        """Planning diagnostics with source indices (`share/from1/kept`) replaced by agent names."""
+        """Diagnostics with source indices (`share/from1/kept`, `gate/from1/pass_frac`) replaced by agent names."""
         out = {}
         for key, value in diagnostics.items():
             parts = key.split("/")
@@ -332,7 +332,7 @@ class Trainer:
                 "rollouts_total": float(totals.rollouts),
                 "generated_tokens_total": float(totals.generated_tokens),
                 **self._verifier_counts(),
-                **result.metrics(),
+                **self._named(result.metrics()),
                 **planning[k],
             }
             metrics[name] = m

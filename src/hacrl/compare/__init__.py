@@ -21,10 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hacrl.compare.parallel import run_parallel
 from hacrl.compare.plots import plot_curves
 from hacrl.compare.report import display_name, render_summary, render_table
 from hacrl.compare.results import Results, aggregate, mean_std
 from hacrl.compare.runs import (
+    RunSpec,
     build_run_config,
     command_line,
     config_differences,
@@ -41,7 +43,7 @@ from hacrl.compare.runs import (
     stored_rule,
 )
 from hacrl.compare.targets import check_targets, rollouts_to_reach
-from hacrl.config import ConfigError
+from hacrl.config import ConfigError, RunConfig
 from hacrl.machine import cpu_model
 
 __all__ = ["aggregate", "build_run_config", "compare", "config_differences", "default_algorithms", "display_name",
@@ -88,12 +90,15 @@ def write_report(results: Results, out: Path) -> list[Path]:
 
 
 def compare(config_path: str | Path, algorithms: Sequence[str], seeds: Sequence[int], out: Path,
-            overrides: Sequence[str] = (), *, command: str | None = None) -> Results:
+            overrides: Sequence[str] = (), *, command: str | None = None, jobs: int = 1) -> Results:
     """Run (or resume, or skip) every run, then aggregate and write the report into `out`.
 
     Every run configuration is built and validated before the first run starts, so a typo fails in seconds,
-    not after an hour of training.
+    not after an hour of training. `jobs` > 1 runs that many at a time, each in its own process
+    (`hacrl.compare.parallel`); the results are the same as one at a time (every run is seeded by itself).
     """
+    if jobs < 1:
+        raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs}")
     algorithms = parse_algorithms(algorithms)
     seeds = parse_seeds(seeds)
     out = Path(out)
@@ -115,6 +120,8 @@ def compare(config_path: str | Path, algorithms: Sequence[str], seeds: Sequence[
     print(f"hacrl compare: {setting}: {len(algorithms)} algorithm(s) x {len(seeds)} seed(s) = {total} runs of "
           f"{'/'.join(map(str, sorted(steps)))} steps -> {out}", flush=True)
     statuses: dict[tuple[str, int, str | None], str] = {}
+    pending: list[tuple[RunSpec, RunConfig, str, str]] = []
+    finished: set[tuple[str, int]] = set()
     for i, (spec, cfg) in enumerate(configs.items(), 1):
         label = f"[{i}/{total}] {spec.label}"
         status, done = run_status(cfg)
@@ -122,12 +129,19 @@ def compare(config_path: str | Path, algorithms: Sequence[str], seeds: Sequence[
         if status == "finished":
             print(f"{label}: skipped (finished, {done} steps) {cfg.output_dir}", flush=True)
             statuses[key] = "skipped"
+            finished.add((spec.algorithm, spec.seed))
             continue
-        verb = f"resuming from step {done}" if status == "resume" else "starting"
-        print(f"{label}: {verb} -> {cfg.output_dir}", flush=True)
-        attempt = execute_run(cfg)
         statuses[key] = "resumed" if status == "resume" else "ran"
-        print(f"{label}: done in {attempt['wall_seconds']:.0f} s", flush=True)
+        verb = f"resuming from step {done}" if status == "resume" else "starting"
+        pending.append((spec, cfg, label, f"{verb} -> {cfg.output_dir}"))
+    if jobs > 1 and len(pending) > 1:
+        print(f"running {len(pending)} runs, {jobs} at a time (one process each)", flush=True)
+        run_parallel(pending, jobs, finished=finished, out=out, report=lambda line: print(line, flush=True))
+    else:
+        for _, cfg, label, note in pending:
+            print(f"{label}: {note}", flush=True)
+            attempt = execute_run(cfg)
+            print(f"{label}: done in {attempt['wall_seconds']:.0f} s", flush=True)
     results = summarise(out, algorithms, seeds, setting=setting, expected_steps=min(steps))
     for run in results.runs:
         run["status"] = statuses.get((run["algorithm"], run["seed"], run["agent"]), "skipped")
@@ -149,6 +163,7 @@ def run_compare_command(args: Any) -> int:
     seeds = parse_seeds(args.seeds or "0,1,2")
     overrides = list(getattr(args, "set", None) or [])
     out = Path(args.out) if args.out else Path("runs") / "compare" / setting_name(base, args.config)
-    command = command_line(args.config, algorithms, seeds, out, overrides)
-    compare(args.config, algorithms, seeds, out, overrides, command=command)
+    jobs = int(getattr(args, "jobs", 1) or 1)
+    command = command_line(args.config, algorithms, seeds, out, overrides, jobs)
+    compare(args.config, algorithms, seeds, out, overrides, command=command, jobs=jobs)
     return 0

@@ -297,9 +297,11 @@ def setting_name(base: dict[str, Any], config_path: str | Path) -> str:
 
 
 def command_line(config_path: str | Path, algorithms: Sequence[str], seeds: Sequence[int], out: Path,
-                 overrides: Sequence[str]) -> str:
+                 overrides: Sequence[str], jobs: int = 1) -> str:
     parts = ["hacrl", "compare", str(config_path), "--algorithms", ",".join(algorithms),
              "--seeds", ",".join(map(str, seeds)), "--out", str(out)]
+    if jobs > 1:
+        parts += ["--jobs", str(jobs)]
     for item in overrides:
         parts += ["--set", item]
     return shlex.join(parts)

@@ -1,8 +1,8 @@
 """Load an agent (model + tokenizer + prompt template) from a local Hugging Face directory.
 
-One code path for every agent: a built-in zoo agent is a directory in the cache, a user's checkpoint is
-a directory on disk; both go through `load_agent`. Nothing is fetched from a hub (`local_files_only`),
-weights load only from safetensors, and remote code runs only when the config says so.
+One code path for every agent: a built-in zoo agent is a directory shipped with hacrl (or built into the
+cache), a user's checkpoint is a directory on disk; both go through `load_agent`. Nothing is fetched from a hub
+(`local_files_only`), weights load only from safetensors, and remote code runs only when the config says so.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class LoadedAgent:
 
 
 def resolve_model_path(model: str, *, build_missing: bool = True, progress: bool = True) -> Path:
-    """`zoo:NAME` -> the built (cached) zoo agent directory; anything else -> a local path."""
+    """`zoo:NAME` -> the zoo agent's directory (shipped, checked against its manifest; else built into the cache);
+    anything else -> a local path."""
     if model.startswith(ZOO_PREFIX):
         from hacrl.models import zoo
 
@@ -76,9 +77,12 @@ def resolve_model_path(model: str, *, build_missing: bool = True, progress: bool
             zoo.get_recipe(recipe)
         except ValueError as exc:
             raise AgentLoadError(f"model {model!r}: {exc}") from None
-        if not build_missing and not zoo.is_built(recipe):
+        if not build_missing and zoo.shipped_dir(recipe) is None and not zoo.is_built(recipe):
             raise AgentLoadError(f"zoo agent {recipe!r} is not built; run `hacrl zoo build {recipe}`")
-        return zoo.build(recipe, progress=progress)
+        try:
+            return zoo.build(recipe, progress=progress)
+        except zoo.ZooIntegrityError as exc:
+            raise AgentLoadError(f"model {model!r}: {exc}") from None
     return Path(model).expanduser()
 
 
