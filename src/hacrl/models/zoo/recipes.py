@@ -122,43 +122,48 @@ class Recipe:
 
 
 # --------------------------------------------------------------------------------------------------------
-# The recipes. Calibrated with benchmarks/zoo_calibration.py on a 2-core CPU (one thread per build).
+# The recipes: the testbed of docs/results/testbed.md. Every agent stops its warm start partway through an
+# 800-step schedule, where it is partly competent (greedy accuracy around 20-35%) but samples correct answers far
+# more often than its greedy decoding finds them, which is the room RL has (measured with
+# benchmarks/testbed/warm_start_curve.py). Mixes are per agent, so paired agents are complementary: each fails
+# whole groups of prompts that its partner often solves. The weights are shipped (float16): the same recipe
+# builds other weights on another CPU.
 
 _CHAR_TEMPLATE = "Q: {prompt}\nA: "
 _BPE_TEMPLATE = "Question: {prompt}\nSolution:\n"
+_SCHEDULE = 800
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        # Char-level GPT-2 finds place-value multiplication easier than the longer add chains, so its
-        # add-leaning agent needs a 90/10 mix to be clearly add-leaning, and its mul-leaning one 25/75 to
-        # stay above 10% on add.
+        # Char-level GPT-2 learns place-value multiplication from a small share of its data (the add-leaning
+        # agent reaches about 30% on mul too), but the long add chains only from a large one (the mul-leaning
+        # agent stays under 10% on add), so the pair's strongest transfer is add, towards gpt2-char-mul.
         Recipe(
             name="gpt2-char-add", architecture="gpt2", tokenizer="char", n_layers=4, hidden=128, heads=4,
-            intermediate=512, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.9), ("mul", 0.1)), steps=600,
-            lr=3e-3, seed=1,
+            intermediate=512, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.8), ("mul", 0.2)), steps=500,
+            schedule_steps=_SCHEDULE, lr=3e-3, seed=1, stored_dtype="float16",
         ),
         Recipe(
             name="gpt2-char-mul", architecture="gpt2", tokenizer="char", n_layers=4, hidden=128, heads=4,
-            intermediate=512, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.25), ("mul", 0.75)), steps=600,
-            lr=3e-3, seed=2,
+            intermediate=512, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.2), ("mul", 0.8)), steps=500,
+            schedule_steps=_SCHEDULE, lr=3e-3, seed=2, stored_dtype="float16",
         ),
+        # The size pair's small agent: gpt2-char-add's family, tokenizer and mix at a smaller size (3x96, 0.35 M
+        # parameters). Shallower models learn this task faster per step, so it stops earlier (400 steps) to stay
+        # the weaker of the pair, as a smaller model of one family usually is.
         Recipe(
-            name="gpt2-char-small", architecture="gpt2", tokenizer="char", n_layers=3, hidden=96, heads=4,
-            intermediate=384, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.9), ("mul", 0.1)), steps=600,
-            lr=3e-3, seed=3,
+            name="gpt2-char-small", architecture="gpt2", tokenizer="char", n_layers=3, hidden=96, heads=3,
+            intermediate=384, prompt_template=_CHAR_TEMPLATE, mix=(("add", 0.8), ("mul", 0.2)), steps=400,
+            schedule_steps=_SCHEDULE, lr=3e-3, seed=3, stored_dtype="float16",
         ),
-        # Names say which kind the warm-start MIX leans to. The BPE merges small numbers (10-25 are single
-        # tokens), which makes the add chains (running values mostly under 30) near table look-ups and
-        # multiplication (partial products split unevenly into tokens) hard: even this mul-leaning mix leaves
-        # it better at add (~80-86%) than at mul (~35-40%), the mirror image of gpt2-char-mul. That
-        # tokenizer-made complementarity is what the demo pair uses. Its add skill appears abruptly between
-        # steps 400 and 550; 600 steps is the shortest run where it did for every seed tried (at 540 steps
-        # seed 5 stayed at 38% add).
+        # The BPE merges small numbers (10-25 are single tokens), which makes the add chains near table look-ups
+        # and multiplication (partial products split unevenly into tokens) hard: on a balanced mix it learns add
+        # first and fast (17% -> 65% between steps 250 and 350) and mul late, the mirror image of gpt2-char-mul.
         Recipe(
-            name="llama-bpe-mul", architecture="llama", tokenizer="bpe", n_layers=4, hidden=128, heads=4,
-            kv_heads=2, intermediate=384, prompt_template=_BPE_TEMPLATE, mix=(("add", 0.3), ("mul", 0.7)),
-            steps=600, lr=3e-3, seed=4,
+            name="llama-bpe", architecture="llama", tokenizer="bpe", n_layers=4, hidden=128, heads=4,
+            kv_heads=2, intermediate=384, prompt_template=_BPE_TEMPLATE, mix=(("add", 0.5), ("mul", 0.5)),
+            steps=300, schedule_steps=_SCHEDULE, lr=3e-3, seed=4, stored_dtype="float16",
         ),
     )
 }
@@ -167,8 +172,8 @@ RECIPES: dict[str, Recipe] = {
 PAIRS: dict[str, tuple[str, ...]] = {
     "state": ("gpt2-char-add", "gpt2-char-mul"),  # same architecture and size, different warm start
     "size": ("gpt2-char-small", "gpt2-char-add"),  # same family and warm start, different size
-    "model": ("gpt2-char-mul", "llama-bpe-mul"),  # different architecture AND tokenizer: the demo pair
-    "trio": ("gpt2-char-add", "gpt2-char-mul", "llama-bpe-mul"),
+    "model": ("gpt2-char-mul", "llama-bpe"),  # different architecture AND tokenizer: the demo pair
+    "trio": ("gpt2-char-add", "gpt2-char-mul", "llama-bpe"),
 }
 """Named agent sets per heterogeneity type; ``PAIRS["model"]`` is the demo pair (see `DEMO_PAIR`)."""
 DEMO_PAIR = "model"
