@@ -12,9 +12,11 @@ from hacrl.learner import MiniBatch, layout_minibatches, live_rows, zero_gradien
 
 def test_minibatch_layouts() -> None:
     is_self = [False, True, False, True, True]
-    # own rows 1, 3, 4 then peer rows 0, 2; self_first chunks across the boundary, peer_last keeps them apart
+    # own rows 1, 3, 4 then peer rows 0, 2, cut into chunks of 2 across the boundary: a transferred group fills
+    # the slots of the group it replaced, so with one mini-batch per step it shares the receiver's update
     assert layout_minibatches(is_self, order="self_first", size=2, seed=0) == [[1, 3], [4, 0], [2]]
-    assert layout_minibatches(is_self, order="peer_last", size=2, seed=0) == [[1, 3], [4], [0, 2]]
+    assert layout_minibatches(is_self, order="peer_last", size=2, seed=0) == [[1, 3], [4, 0], [2]]
+    assert layout_minibatches(is_self, order="peer_last", size=5, seed=0) == [[1, 3, 4, 0, 2]]
     assert layout_minibatches(is_self, order="peer_first", size=2, seed=0) == [[0, 2], [1, 3], [4]]
     shuffled = layout_minibatches(is_self, order="shuffle", size=5, seed=7)
     assert sorted(shuffled[0]) == [0, 1, 2, 3, 4]
@@ -59,11 +61,30 @@ def test_zero_gradient_step_is_adamw_on_a_zero_gradient() -> None:
         assert not torch.equal(p, b)
 
 
+def test_supervised_rows_join_their_prompts_minibatch_and_take_no_slot() -> None:
+    """SGT: own rows 0-3 (prompts 0, 0, 1, 1), NLL rows 4 (prompt 1) and 5 (prompt 0). They add to the update that
+    holds their prompt's group, so lambda * NLL is part of the same objective, never an update of its own."""
+    is_self = [True] * 6
+    groups = [0, 0, 1, 1, 1, 0]
+    supervised = [False] * 4 + [True, True]
+    assert layout_minibatches(is_self, order="peer_last", size=4, seed=0, groups=groups,
+                              supervised=supervised) == [[0, 1, 2, 3, 4, 5]]
+    assert layout_minibatches(is_self, order="peer_last", size=2, seed=0, groups=groups,
+                              supervised=supervised) == [[0, 1, 5], [2, 3, 4]]
+    assert layout_minibatches([True, True], order="peer_last", size=2, seed=0, groups=[3, 3],
+                              supervised=[True, True]) == [[0, 1]]  # nothing but NLL rows: one update
+
+
 @pytest.mark.parametrize("order", ["self_first", "peer_last", "peer_first", "shuffle"])
 @pytest.mark.parametrize("size", [1, 4, 10])
 def test_layouts_cover_every_row_once(order: str, size: int) -> None:
     chunks = layout_minibatches([i % 3 == 0 for i in range(9)], order=order, size=size, seed=1)
     assert sorted(i for c in chunks for i in c) == list(range(9)) and all(len(c) <= size for c in chunks)
+    supervised = [i in (2, 7) for i in range(9)]
+    chunks = layout_minibatches([i % 3 == 0 for i in range(9)], order=order, size=size, seed=1,
+                                groups=[i // 2 for i in range(9)], supervised=supervised)
+    assert sorted(i for c in chunks for i in c) == list(range(9))
+    assert all(sum(not supervised[i] for i in c) <= size for c in chunks)
 
 
 def test_recomputed_old_logprobs_make_the_first_self_ratio_exactly_one(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ Read `Learner.learn` top to bottom: it is the whole update of one agent for one 
 named and tested on their own:
 
 * `layout_minibatches`: fixed-size mini-batches in responses; own rows first, then peer rows (HACPO's reference
-  order, or GRAFT's peer-last in separate mini-batches), peers first, or a seeded shuffle (docs/method.md §2);
+  order and GRAFT's peer-last), peers first, or a seeded shuffle; SGT's supervised rows ride with their prompt's
+  mini-batch (docs/method.md §2);
 * `gate_rows`: GRAFT's compatibility gate, once at the start of the step, from the learner's own no-grad
   log-probs of the transferred responses (rows it drops never reach a mini-batch);
 * `live_rows`: the zero-advantage skip. Every policy objective multiplies a row's term by its advantage, so a row
@@ -122,28 +123,47 @@ def split_by_tokens(rows: list[int], tokens: Tensor, budget: int) -> list[list[i
     return pieces
 
 
-def layout_minibatches(is_self: list[bool], *, order: str, size: int, seed: int) -> list[list[int]]:
+def layout_minibatches(is_self: list[bool], *, order: str, size: int, seed: int,
+                       groups: list[int] | None = None, supervised: list[bool] | None = None) -> list[list[int]]:
     """Row indices of each mini-batch of the step, in update order.
 
-    `self_first`: own rows then peer rows, each in batch order, cut into consecutive chunks of `size` (a chunk may
-    hold both). `peer_last` / `peer_first`: own and peer rows chunked separately, peers after / before. `shuffle`:
-    a permutation seeded with `seed`, then chunks.
+    Policy rows fill fixed-size chunks of `size` rows: `self_first` and `peer_last` put own rows first, then peer
+    rows, each in batch order, and cut consecutive chunks (a chunk may hold both: a transferred group takes the
+    place of the group it replaced in a batch of fixed size, so it lands in the last mini-batch(es)); `peer_first`
+    puts peer rows first; `shuffle` is a permutation seeded with `seed`. Supervised rows (SGT's NLL rows) take no
+    slot: each joins the mini-batch holding the first policy row of its prompt (`groups`), else the last one, so
+    the NLL term is added to the policy loss of the same update rather than taking an update of its own.
     """
-    own = [i for i, s in enumerate(is_self) if s]
-    peer = [i for i, s in enumerate(is_self) if not s]
+    sup = supervised or [False] * len(is_self)
+    own = [i for i, s in enumerate(is_self) if s and not sup[i]]
+    peer = [i for i, s in enumerate(is_self) if not s and not sup[i]]
 
     def chunks(rows: list[int]) -> list[list[int]]:
         return [rows[i:i + size] for i in range(0, len(rows), size)]
 
     if order == "shuffle":
-        return chunks(torch.randperm(len(is_self), generator=torch.Generator().manual_seed(seed)).tolist())
-    if order == "peer_last":
-        return chunks(own) + chunks(peer)
-    if order == "peer_first":
-        return chunks(peer) + chunks(own)
-    if order == "self_first":
-        return chunks(own + peer)
-    raise ValueError(f"unknown mini-batch order {order!r}")
+        policy = set(own + peer)
+        perm = torch.randperm(len(is_self), generator=torch.Generator().manual_seed(seed)).tolist()
+        out = chunks([i for i in perm if i in policy])
+    elif order in ("self_first", "peer_last"):
+        out = chunks(own + peer)
+    elif order == "peer_first":
+        out = chunks(peer + own)
+    else:
+        raise ValueError(f"unknown mini-batch order {order!r}")
+    extra = [i for i, s in enumerate(sup) if s]
+    if not extra:
+        return out
+    if not out:
+        return [extra]
+    home: dict[int, int] = {}
+    if groups is not None:
+        for m, rows in enumerate(out):
+            for i in rows:
+                home.setdefault(groups[i], m)
+    for i in extra:
+        out[home.get(groups[i], len(out) - 1) if groups is not None else len(out) - 1].append(i)
+    return out
 
 
 def live_rows(rows: list[int], advantages: Tensor, lengths: Tensor, normaliser: Normaliser,
@@ -323,7 +343,8 @@ class Learner:
     def _plan_minibatches(self, batch: LearnerBatch, advantages: Tensor, supervised: Tensor,
                           step: int) -> list[MiniBatch]:
         chunks = layout_minibatches(batch.is_self.tolist(), order=self.objective.minibatch_order,
-                                    size=self.minibatch_size, seed=self.seed * 7919 + step * 31 + self.index)
+                                    size=self.minibatch_size, seed=self.seed * 7919 + step * 31 + self.index,
+                                    groups=batch.groups.tolist(), supervised=supervised.tolist())
         if self.reference is not None:  # with a KL penalty every row has a gradient: nothing is skipped
             planned = [MiniBatch(rows, rows, 1.0) for rows in chunks]
         else:

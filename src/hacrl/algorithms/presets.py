@@ -36,7 +36,7 @@ CrossWeights = Literal["none", "omega"]
 """How a pooled cross row's term is weighted: `omega` = Phat[source] / Phat[learner] (HACPO eq. 10), `none` = 1."""
 MinibatchOrder = Literal["self_first", "shuffle", "peer_last", "peer_first"]
 """`self_first`: the learner's own rows, then peer rows, cut into consecutive mini-batches (a mini-batch may hold
-both; HACPO's reference order). `peer_last` / `peer_first`: own and peer rows in separate mini-batches, peers after
+both; HACPO's reference order). `peer_last` / `peer_first`: the same consecutive chunks with peer rows after
 (GRAFT's default) or before. `shuffle`: a seeded permutation."""
 Transfer = Literal["whole_group", "successes"]
 
