@@ -5,7 +5,7 @@ sample `--prompts` x `--repeats` completions of up to `--new-tokens` tokens, and
 every sampled token with `hacrl.rollout.logprobs.completion_logps` on the training model (float32 both sides).
 Prints a markdown table and writes the numbers as JSON (`--json`, default docs/results/vllm_logprob_gap.json).
 
-    python benchmarks/vllm_logprob_gap.py [--agents zoo:llama-bpe-mul zoo:gpt2-char-mul ...] [--temperatures 1 0.7]
+    python benchmarks/vllm_logprob_gap.py [--agents zoo:llama-bpe zoo:gpt2-char-mul ...] [--temperatures 1 0.7]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "throughput"))
 from _common import RESULTS_DIR, command_line, machine, quiet
 
-DEFAULT_AGENTS = ["zoo:llama-bpe-mul", "zoo:gpt2-char-mul", "zoo:test-llama-bpe-h32", "zoo:test-gpt2-char-h32"]
+DEFAULT_AGENTS = ["zoo:llama-bpe", "zoo:gpt2-char-mul", "zoo:test-llama-bpe-h32", "zoo:test-gpt2-char-h32"]
 
 
 def main() -> None:

@@ -325,6 +325,14 @@ def test_cross_setting_summary_script(tmp_path: Path, capsys: pytest.CaptureFixt
     assert ("| hand | 2 | a | 40.0 | 55.0 ± 7.1 | 65.0 ± 7.1 | 70.0 ± 14.1 | HACPO - GSPO x2: +5.0 ± 7.1 | "
             "**not met** |") in out
     assert "| hand | 2 | b | 20.0 | 30.0 ± 0.0 | 30.0 ± 14.1 | 30.0 ± 0.0 | HACPO - GSPO x2: -0.0 ± 14.1 |" in out
+    # --paired: every rule minus the equal-data baseline, per seed. Agent a: GSPO 0.5/0.6 - 0.6/0.7 = -10, -10;
+    # HACPO 0.6/0.8 - 0.6/0.7 = 0, +10 -> +5.0 ± 7.1 (not bold: the mean does not exceed the spread).
+    # Agent b: both 0.3/0.3 - 0.4/0.2 = -10, +10 -> -0.0 ± 14.1
+    assert summary.main(["--paired", str(paths[0])]) == 0
+    out = capsys.readouterr().out
+    assert "| setting | agent | equal-data baseline | GSPO | HACPO |" in out
+    assert "| hand | a | GSPO x2 65.0 ± 7.1 | -10.0 ± 0.0 | +5.0 ± 7.1 |" in out
+    assert "| hand | b | GSPO x2 30.0 ± 14.1 | -0.0 ± 14.1 | -0.0 ± 14.1 |" in out
 
 
 def test_every_rule_beside_both_baselines_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

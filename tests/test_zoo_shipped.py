@@ -77,3 +77,14 @@ def test_the_recorded_warm_start_is_a_runs_step0_accuracy(tmp_path: Path) -> Non
         assert measured[name]["accuracy"] == pytest.approx(recorded["greedy_accuracy"]["overall"], abs=1e-4)
         for kind in ("add", "mul"):
             assert measured[name][kind] == pytest.approx(recorded["greedy_accuracy"][kind], abs=1e-4)
+
+
+def test_the_demo_trains_shipped_agents_with_a_sharing_rule() -> None:
+    """`hacrl demo` needs no build: both agents are shipped, and its config validates before anything loads."""
+    from hacrl.algorithms.presets import get_preset
+    from hacrl.cli import demo_config_dict
+
+    cfg = config_from_dict(demo_config_dict())
+    assert len(cfg.agents) == 2 and get_preset(cfg.algorithm.name).shares_rollouts
+    for agent in cfg.agents:
+        assert agent.model.startswith("zoo:") and zoo.shipped_dir(agent.model.removeprefix("zoo:")) is not None

@@ -31,3 +31,4 @@ done
 python "$HERE/testbed_figures.py" "${outs[@]}" --json "$RESULTS/testbed-figures.json" \
   --markdown "$RESULTS/testbed-figures.md"
 python "$HERE/summary.py" "${outs[@]/%//results.json}"
+python "$HERE/summary.py" --paired "${outs[@]/%//results.json}"

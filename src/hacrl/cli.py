@@ -105,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data["output_dir"] = args.out
     cfg = config_from_dict(data)
     print(f"hacrl demo: {cfg.algorithm.name} with {', '.join(f'{a.name} ({a.model})' for a in cfg.agents)}; "
-          f"{cfg.training.steps} steps (first run also builds the zoo agents, cached afterwards)")
+          f"{cfg.training.steps} steps (agents shipped with hacrl; {DEMO_TIME})")
     return _run_training(cfg, args)
 
 
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help=f"build the built-in agent pair and train it with HACPO ({DEMO_TIME})")
+    p = sub.add_parser("demo", help=f"train the built-in agent pair together with SGT ({DEMO_TIME})")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--out", default=None, help="output directory (default runs/demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

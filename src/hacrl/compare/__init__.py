@@ -115,7 +115,7 @@ def compare(config_path: str | Path, algorithms: Sequence[str], seeds: Sequence[
     (out / "runs").mkdir(parents=True, exist_ok=True)
     gitignore = out / "runs" / ".gitignore"
     if not gitignore.exists():  # the per-run metrics are worth keeping in git; checkpoints are not
-        gitignore.write_text("checkpoints/\ntensorboard/\nrollouts/\n")
+        gitignore.write_text("checkpoints/\ntensorboard/\nrollouts/\n.hacrl-lock\n")
     total = len(configs)
     print(f"hacrl compare: {setting}: {len(algorithms)} algorithm(s) x {len(seeds)} seed(s) = {total} runs of "
           f"{'/'.join(map(str, sorted(steps)))} steps -> {out}", flush=True)
