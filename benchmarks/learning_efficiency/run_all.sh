@@ -6,7 +6,7 @@
 # and the cross-setting headline table. Resumable: rerun the same command after an interruption; finished runs
 # are skipped and an interrupted one continues from its latest checkpoint.
 #
-#   benchmarks/learning_efficiency/run_all.sh                      # everything (about 45 minutes a setting)
+#   benchmarks/learning_efficiency/run_all.sh                      # everything (about 40-45 min a pair, 80 the trio)
 #   SETTINGS="model" benchmarks/learning_efficiency/run_all.sh     # one setting
 #   benchmarks/learning_efficiency/run_all.sh --set training.eval_every=50   # extra args go to every compare
 #

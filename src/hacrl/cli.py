@@ -27,7 +27,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 _OS_USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR)
 """OSErrors that are the machine's state, not a bug: one line naming the file."""
 
-DEMO_TIME = "about 5 min on 2 CPU cores once the agents are built; the first run builds them first, about 16 min in all"
+DEMO_TIME = "about 2.5 min on 2 CPU cores; the agents are shipped, nothing is built first"
 """Measured (README, "What the demo shows"; docs/reliability.md, "Start-up and demo times"); keep them in step."""
 
 
@@ -105,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data["output_dir"] = args.out
     cfg = config_from_dict(data)
     print(f"hacrl demo: {cfg.algorithm.name} with {', '.join(f'{a.name} ({a.model})' for a in cfg.agents)}; "
-          f"{cfg.training.steps} steps (agents shipped with hacrl; {DEMO_TIME})")
+          f"{cfg.training.steps} steps ({DEMO_TIME})")
     return _run_training(cfg, args)
 
 
