@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from hacrl.compare.report import display_name
+from hacrl.compare.results import Paired
 from hacrl.compare.runs import parse_algorithms
 
 
@@ -49,13 +49,13 @@ def summary_rows(results: dict[str, Any], algorithms: list[str]) -> list[str]:
 
 
 def _paired_cell(stats: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
-    """Mean ± std of the per-seed differences from the baseline (the equal-cost GRPO has none stored: computed)."""
+    """Mean ± std of the per-seed differences from the baseline (computed for every rule alike: the equal-cost GRPO
+    has none stored)."""
     if stats is None or base is None:
         return "-"
-    diffs = [a - b for a, b in zip(stats["per_seed"], base["per_seed"], strict=True)]
-    mean, std = statistics.fmean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    text = f"{100 * mean:+.1f} ± {100 * std:.1f}"
-    return f"**{text}**" if mean > std else text
+    diff = Paired.of("baseline", stats["per_seed"], base["per_seed"])
+    text = f"{100 * diff.mean:+.1f} ± {100 * diff.std:.1f}"
+    return f"**{text}**" if diff.mean > diff.std else text
 
 
 def paired_table(files: list[dict[str, Any]]) -> list[str]:

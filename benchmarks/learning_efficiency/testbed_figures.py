@@ -26,19 +26,17 @@ import datetime
 import gzip
 import json
 import math
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+from hacrl.compare.results import Paired
+
 HEADROOM_TARGET = 8.0
 """Points of held-out accuracy independent GRPO must add to every agent's warm start."""
 COST_TARGET_MINUTES = 45.0
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return (math.fsum(values) / len(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def _budget_arm(results: dict[str, Any]) -> str | None:
@@ -58,8 +56,8 @@ def headroom_and_budget(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         row["headroom_met"] = row["headroom"] >= HEADROOM_TARGET
         if big is not None:
             nb = a["algorithms"][big]
-            diffs = [100 * (x - y) for x, y in zip(nb["per_seed"], grpo["per_seed"], strict=True)]
-            mean, std = _mean_std(diffs)
+            gain = Paired.of(big, nb["per_seed"], grpo["per_seed"])
+            mean, std = 100 * gain.mean, 100 * gain.std
             spread = max(100 * nb["std"], 100 * grpo["std"])
             row |= {"budget_arm": big, "budget_mean": 100 * nb["mean"], "budget_std": 100 * nb["std"],
                     "budget_gain": mean, "budget_gain_std": std, "seed_spread": spread,
